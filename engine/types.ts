@@ -1,0 +1,108 @@
+// The contract between the serving core (engine/, routes/) and whatever runs the model:
+// ffi/native_engine.ts (the C++/CUDA library) in production, tests/fake_engine.ts in tests.
+
+/** KV precision of one sequence: 16 = fp16 (no quantization), 2 / 1 = NSNQuant bits. */
+export type KvBits = 16 | 2 | 1;
+export const KV_BITS: readonly KvBits[] = [16, 2, 1];
+
+/** Per-sequence sampling parameters, set once when the sequence is created. */
+export interface SamplingParams {
+  temperature: number; // 0 = greedy
+  topP: number; // 1 = off
+  topK: number; // 0 = off
+  minP: number; // 0 = off
+  presencePenalty: number;
+  frequencyPenalty: number;
+  repetitionPenalty: number; // 1 = off
+  nPrompt: number; // tokens at positions < nPrompt are the prompt (for penalties)
+  minTokens: number; // stopIds are banned until this many output tokens exist
+  stopIds: number[]; // EOS and other stop token ids (<= 8)
+  seed: bigint; // sampling stream; token at position p uses hash(seed, p)
+  logitBias: Map<number, number>;
+}
+
+/** One sequence's part of a step. */
+export interface SeqInput {
+  seq: number;
+  tokens: ArrayLike<number>; // appended at the sequence's next positions
+  sample: boolean; // sample one token after the last position
+  wantLogprobs: boolean; // logprob of the following token (+ top-N) at every position
+  nextToken?: number; // the token after the chunk, when wantLogprobs (else the last one is NaN)
+}
+
+export interface TopLogprob {
+  id: number;
+  logprob: number;
+}
+
+export interface SeqOutput {
+  token: number;
+  logprob: number; // raw model logprob of the sampled token
+  top: TopLogprob[]; // top-N of the raw distribution, N = StepOptions.topN
+}
+
+export interface PositionLogprob {
+  logprob: number; // of the following token; NaN when unknown
+  top: TopLogprob[];
+}
+
+export interface StepResult {
+  /** Per input, in order: the sampled token when sample was set, else null. */
+  outputs: (SeqOutput | null)[];
+  /** Per input: per position of its chunk when wantLogprobs was set, else null. */
+  positions: (PositionLogprob[] | null)[];
+  /** [n_tokens][vocab] full logits, only when StepOptions.logits (tests). */
+  logits?: Float32Array;
+}
+
+export interface StepOptions {
+  topN: number; // 0..20
+  logits?: boolean;
+}
+
+export interface KvKindStats {
+  pageBytes: number; // one page = 64 tokens x all layers
+  pagesInUse: number;
+  pagesFreeNow: number;
+  tokenBytes: number; // exact KV bytes per token, all layers
+}
+
+export interface EngineInfo {
+  backend: "cpu" | "cuda";
+  deviceName: string;
+  maxSeqs: number;
+  maxStepTokens: number;
+  kvPoolBytes: number;
+  kvBytesInUse: number;
+  weightBytes: number;
+  seqsInUse: number;
+  kinds: Record<KvBits, KvKindStats>;
+}
+
+/** Error from the engine; `code` mirrors the native status. */
+export class EngineError extends Error {
+  constructor(
+    readonly code: "invalid" | "oom" | "unsupported" | "backend" | "no_device" | "state" | "internal",
+    message: string,
+  ) {
+    super(message);
+    this.name = "EngineError";
+  }
+}
+
+/** What the scheduler needs from a model runner. One step in flight at a time. */
+export interface KvEngine {
+  readonly vocabSize: number;
+  readonly maxPosition: number;
+  info(): EngineInfo;
+  createSeq(kvBits: KvBits): number;
+  freeSeq(seq: number): void;
+  setSampling(seq: number, params: SamplingParams): void;
+  seqLength(seq: number): number;
+  /** Pages appending nNew tokens to a sequence of curLen tokens takes in total. */
+  pagesNeeded(kvBits: KvBits, curLen: number, nNew: number): { quant: number; fp16: number };
+  step(inputs: SeqInput[], opts: StepOptions): Promise<StepResult>;
+  /** Verifies native invariants (page tables, free lists, counts); throws EngineError. */
+  check(): void;
+  close(): void;
+}
