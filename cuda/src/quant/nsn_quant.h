@@ -27,7 +27,16 @@ struct AttnState {
   float* l;        // [n_q] running sum of exp
   float* acc;      // [n_q][d] value accumulator in the original basis
   float* acc_rot;  // [n_q][d] value accumulator in the Hadamard basis (code part)
+  // Optional (added after v1, defaults keep older initializers valid): storage for the 1-bit
+  // score look-up table <(Hq)_g, C1[c]>, [n_q][d/8][256] floats. When non-null, the first 1-bit
+  // block attended builds it from qh and sets lut_ready; later blocks reuse it. Reset lut_ready
+  // (attn_init does) whenever q changes. Null: 1-bit keys are decoded and multiplied instead.
+  float* lut = nullptr;
+  int32_t lut_ready = 0;
 };
+
+// Starts a new attention: m = -inf, l = 0, acc = acc_rot = 0, lut_ready = 0.
+void attn_init(AttnState& st);
 
 // Fast path: accumulate attention over one quantized window read from its codes.
 // q [n_q][d] post-RoPE queries, qh [n_q][d] = H q (computed once per step by the caller),

@@ -1,0 +1,81 @@
+// nsn_decode.cpp: reading an NSN block back: scales, window mean, codebook vectors, and the
+// full reconstruction (what attention over dequantized K/V sees; the fast path in
+// nsn_attend.cpp must agree with it to rounding).
+#include <string.h>
+
+#include "../rope.h"
+#include "quant_internal.h"
+
+namespace nsn {
+
+void nsn_read_scales(const NsnBlockLayout& L, const uint8_t* block, int d, float* s1, float* s2,
+                     float* o) {
+  const Uniform us1{get_half(block + L.s1meta), get_half(block + L.s1meta + 2)};
+  for (int t = 0; t < kWindow; t++) {
+    s1[t] = fmaxf(uniform_value(us1, get_nibble(block + L.s1q, t)), kS1Eps);
+    s2[t] = get_half(block + L.s2 + 2 * t);
+  }
+  const int groups = d / 32;
+  for (int g = 0; g < groups; g++) {
+    const Uniform u{get_half(block + L.ometa + 2 * g), get_half(block + L.ometa + 2 * (groups + g))};
+    for (int c = g * 32; c < g * 32 + 32; c++) o[c] = uniform_value(u, get_nibble(block + L.oq, c));
+  }
+}
+
+void nsn_decode_codes(int kv_bits, const uint8_t* codes, const uint8_t* signs, int d, float* y) {
+  for (int g = 0; g < d / kSub; g++) {
+    if (kv_bits == 1) {
+      memcpy(y + g * kSub, kCodebook1 + codes[g] * kSub, kSub * sizeof(float));
+    } else {
+      const float* c = kCodebook2 + codes[g] * kSub;
+      for (int j = 0; j < kSub; j++) y[g * kSub + j] = (signs[g] >> j) & 1 ? -c[j] : c[j];
+    }
+  }
+}
+
+const DeltaTable& delta_table(int d, const float* inv_freq) {
+  thread_local DeltaTable tab;
+  if (tab.d != d || memcmp(tab.inv_freq.data(), inv_freq, sizeof(float) * (d / 2)) != 0) {
+    tab.d = d;
+    tab.inv_freq.assign(inv_freq, inv_freq + d / 2);
+    tab.cs.resize((size_t)kWindow * (d / 2));
+    tab.sn.resize((size_t)kWindow * (d / 2));
+    for (int t = 0; t < kWindow; t++) {
+      rope_cos_sin(t, inv_freq, d, tab.cs.data() + t * (d / 2), tab.sn.data() + t * (d / 2));
+    }
+  }
+  return tab;
+}
+
+void rotate_mean(const float* o, int d, const float* inv_freq, int32_t pos0, float* o_rot) {
+  float cs[128], sn[128];
+  rope_cos_sin(pos0, inv_freq, d, cs, sn);
+  memcpy(o_rot, o, sizeof(float) * d);
+  rope_apply(o_rot, d, cs, sn);
+}
+
+void nsn_decode_block(const QuantParams& p, const uint8_t* block, int32_t pos0, float* x_hat) {
+  const int d = p.head_dim;
+  const NsnBlockLayout L = nsn_block_layout(p.kv_bits, d);
+  float s1[kWindow], s2[kWindow], o[256], o_rot[256], mean[256], y[256];
+  nsn_read_scales(L, block, d, s1, s2, o);
+  const DeltaTable* tab = nullptr;
+  if (p.is_key) {
+    rotate_mean(o, d, p.inv_freq, pos0, o_rot);
+    tab = &delta_table(d, p.inv_freq);
+  }
+  for (int t = 0; t < kWindow; t++) {
+    nsn_decode_codes(p.kv_bits, block + L.codes + t * (d / kSub), block + L.signs + t * (d / kSub),
+                     d, y);
+    if (!(p.ablation & NSN_ABL_NO_HADAMARD)) fwht(y, d);  // H^T = H
+    if (p.is_key) {
+      memcpy(mean, o_rot, sizeof(float) * d);
+      rope_apply(mean, d, tab->cs.data() + t * (d / 2), tab->sn.data() + t * (d / 2));
+    } else {
+      memcpy(mean, o, sizeof(float) * d);
+    }
+    for (int c = 0; c < d; c++) x_hat[t * d + c] = s1[t] * (s2[t] * y[c] + mean[c]);
+  }
+}
+
+}  // namespace nsn
