@@ -82,7 +82,14 @@ export interface EngineInfo {
 /** Error from the engine; `code` mirrors the native status. */
 export class EngineError extends Error {
   constructor(
-    readonly code: "invalid" | "oom" | "unsupported" | "backend" | "no_device" | "state" | "internal",
+    readonly code:
+      | "invalid"
+      | "oom"
+      | "unsupported"
+      | "backend"
+      | "no_device"
+      | "state"
+      | "internal",
     message: string,
   ) {
     super(message);
