@@ -68,6 +68,9 @@ class Backend {
   virtual nsn_status init_random(uint64_t seed) = 0;
   virtual bool has_weight(int slot, int layer) const = 0;
   virtual uint64_t weight_bytes() const = 0;
+  // KV arena size when the options leave kv_pool_bytes at 0 (asked at finalize, after the
+  // weights are in: the CUDA backend answers 90% of the free device memory).
+  virtual uint64_t default_arena_bytes() const { return 256ull << 20; }
   // Allocates the KV arena (bytes) and scratch for max_step_tokens / max_seqs.
   virtual nsn_status alloc_arena(uint64_t bytes) = 0;
   virtual nsn_status step(const StepPlan& plan) = 0;
