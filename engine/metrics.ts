@@ -1,0 +1,174 @@
+// Prometheus metrics with a private Registry per app (tests build many apps in one process).
+// Gauges read the scheduler and engine when scraped; counters and histograms are fed by the
+// scheduler's observer hooks. Every per-request metric carries the kv_bits label, since the
+// same server runs fp16, 2-bit and 1-bit sequences side by side.
+
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { SchedulerObserver } from "./scheduler.ts";
+import { KV_BITS, type KvEngine } from "./types.ts";
+
+export interface MetricsSource {
+  numRunning: number;
+  numWaiting: number;
+  engine: KvEngine;
+}
+
+const LATENCY_BUCKETS = [
+  0.001,
+  0.005,
+  0.01,
+  0.02,
+  0.04,
+  0.06,
+  0.08,
+  0.1,
+  0.25,
+  0.5,
+  0.75,
+  1,
+  2.5,
+  5,
+  7.5,
+  10,
+  20,
+  40,
+  80,
+];
+const E2E_BUCKETS = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480];
+
+export class ServerMetrics {
+  readonly registry = new Registry();
+  #source: () => MetricsSource | null;
+  #promptTokens: Counter<"kv_bits">;
+  #generationTokens: Counter<"kv_bits">;
+  #preemptions: Counter;
+  #finished: Counter<"kv_bits" | "finished_reason">;
+  #ttft: Histogram<"kv_bits">;
+  #itl: Histogram<"kv_bits">;
+  #e2e: Histogram<"kv_bits">;
+
+  /** `source` is null while the model loads (the gauges then read 0). */
+  constructor(source: () => MetricsSource | null) {
+    this.#source = source;
+    const registers = [this.registry];
+    const src = () => this.#source();
+    new Gauge({
+      name: "nsn_requests_running",
+      help: "Sequences in the running batch.",
+      registers,
+      collect() {
+        this.set(src()?.numRunning ?? 0);
+      },
+    });
+    new Gauge({
+      name: "nsn_requests_waiting",
+      help: "Sequences waiting for admission (including preempted ones).",
+      registers,
+      collect() {
+        this.set(src()?.numWaiting ?? 0);
+      },
+    });
+    new Gauge({
+      name: "nsn_kv_pages_in_use",
+      help: "KV cache pages in use, per page kind.",
+      labelNames: ["kv_bits"],
+      registers,
+      collect() {
+        const info = src()?.engine.info();
+        for (const k of KV_BITS) this.set({ kv_bits: k }, info?.kinds[k].pagesInUse ?? 0);
+      },
+    });
+    new Gauge({
+      name: "nsn_kv_pages_total",
+      help: "KV cache pages of each kind: in use plus allocatable now.",
+      labelNames: ["kv_bits"],
+      registers,
+      collect() {
+        const info = src()?.engine.info();
+        for (const k of KV_BITS) {
+          const s = info?.kinds[k];
+          this.set({ kv_bits: k }, s ? s.pagesInUse + s.pagesFreeNow : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: "nsn_kv_bytes_in_use",
+      help: "Bytes of the KV arena handed to any page kind.",
+      registers,
+      collect() {
+        this.set(src()?.engine.info().kvBytesInUse ?? 0);
+      },
+    });
+    this.#promptTokens = new Counter({
+      name: "nsn_prompt_tokens_total",
+      help: "Prompt tokens prefilled (a preemption's recompute is not counted again).",
+      labelNames: ["kv_bits"],
+      registers,
+    });
+    this.#generationTokens = new Counter({
+      name: "nsn_generation_tokens_total",
+      help: "Tokens generated.",
+      labelNames: ["kv_bits"],
+      registers,
+    });
+    this.#preemptions = new Counter({
+      name: "nsn_preemptions_total",
+      help: "Sequences preempted to make room in the KV cache.",
+      registers,
+    });
+    this.#finished = new Counter({
+      name: "nsn_sequences_finished_total",
+      help: "Sequences finished, by reason (stop, length, abort, error).",
+      labelNames: ["kv_bits", "finished_reason"],
+      registers,
+    });
+    this.#ttft = new Histogram({
+      name: "nsn_time_to_first_token_seconds",
+      help: "Time from arrival to the first generated token, per sequence.",
+      labelNames: ["kv_bits"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.#itl = new Histogram({
+      name: "nsn_inter_token_latency_seconds",
+      help: "Time between consecutive generated tokens of a sequence.",
+      labelNames: ["kv_bits"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.#e2e = new Histogram({
+      name: "nsn_e2e_request_latency_seconds",
+      help: "Time from arrival to the end of a sequence that finished normally.",
+      labelNames: ["kv_bits"],
+      buckets: E2E_BUCKETS,
+      registers,
+    });
+  }
+
+  /** Hooks for the scheduler. */
+  observer(): SchedulerObserver {
+    return {
+      onPromptDone: (seq) => this.#promptTokens.inc({ kv_bits: seq.kvBits }, seq.nPrompt),
+      onToken: (seq, first, sinceLastMs) => {
+        const labels = { kv_bits: seq.kvBits };
+        this.#generationTokens.inc(labels);
+        (first ? this.#ttft : this.#itl).observe(labels, sinceLastMs / 1000);
+      },
+      onFinish: (seq, reason) => {
+        this.#finished.inc({ kv_bits: seq.kvBits, finished_reason: reason });
+        if (reason === "stop" || reason === "length") {
+          this.#e2e.observe({ kv_bits: seq.kvBits }, (performance.now() - seq.arrival) / 1000);
+        }
+      },
+      onPreempt: () => this.#preemptions.inc(),
+    };
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,29 @@
+// What the serving core needs from a loaded model: the engine, the tokenizer and the few
+// special-token facts. main.ts builds it from models/loader.ts's LoadedModel; tests build one
+// around tests/fake_engine.ts, so routes/ and engine/ run without native code or model files.
+
+import type { TextTokenizer } from "../models/tokenizer.ts";
+import type { KvEngine } from "./types.ts";
+
+export interface ServingModel {
+  /** The id clients send as `model` and see in /v1/models. */
+  id: string;
+  /** Other names accepted as `model` (the path given on the command line, ...). */
+  aliases: string[];
+  engine: KvEngine;
+  tokenizer: TextTokenizer;
+  bosId: number | null;
+  /** Prepend bosId to text prompts (the tokenizer itself never adds special tokens). */
+  addBos: boolean;
+  /** Any of these ends a sequence unless ignore_eos. */
+  eosIds: number[];
+  /** Unix seconds, for /v1/models `created`. */
+  created: number;
+}
+
+/** Token ids of a text prompt; with addSpecial, BOS first when the model uses one. */
+export function encodePrompt(m: ServingModel, text: string, addSpecial: boolean): number[] {
+  const ids = m.tokenizer.encode(text);
+  if (addSpecial && m.addBos && m.bosId !== null) ids.unshift(m.bosId);
+  return ids;
+}

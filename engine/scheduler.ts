@@ -1,0 +1,388 @@
+// Continuous batching over a KvEngine. Every step packs the running decodes (one token each)
+// and then chunks of pending prefills into one engine.step() under a token budget; sequences
+// of every kv_bits share the step. Exactly one step is in flight; engine calls (createSeq,
+// freeSeq, pagesNeeded) happen only between steps, because the native engine refuses them
+// while a step runs. Admission is FCFS and counted in KV memory (see kv_budget.ts); when a
+// step would not fit, the newest running sequence is preempted: freed, re-queued at the front
+// with its generated tokens, and later recomputed by prefill, invisibly to its client.
+
+import {
+  EngineError,
+  type KvBits,
+  type KvEngine,
+  type SeqInput,
+  type StepResult,
+} from "./types.ts";
+import { KvBudget } from "./kv_budget.ts";
+import { type FinishReason, type SeqRequest, Sequence } from "./sequence.ts";
+
+export interface SchedulerOptions {
+  maxNumSeqs: number; // running sequences at once (clamped to the engine's slots)
+  maxStepTokens: number; // tokens per step (clamped to the engine's limit)
+  maxQueue: number; // waiting sequences before submit() refuses
+  maxModelLen: number; // a sequence stops with "length" here
+}
+
+/** Timing hooks for metrics; all optional, all synchronous. */
+export interface SchedulerObserver {
+  onPromptDone?(seq: Sequence): void;
+  onToken?(seq: Sequence, first: boolean, sinceLast: number): void;
+  onFinish?(seq: Sequence, reason: FinishReason): void;
+  onPreempt?(seq: Sequence): void;
+}
+
+/** The waiting queue is full; the route answers 429 with Retry-After. */
+export class QueueFullError extends Error {
+  constructor(readonly retryAfterSeconds: number) {
+    super("The server is busy: the request queue is full. Retry later.");
+    this.name = "QueueFullError";
+  }
+}
+
+/** The server stopped before the sequence finished; its client must not mistake it for done. */
+export class ShutdownError extends Error {
+  constructor() {
+    super("The server shut down before the request finished.");
+    this.name = "ShutdownError";
+  }
+}
+
+interface Planned {
+  seq: Sequence;
+  start: number; // first position of the chunk
+  chunk: number; // tokens fed this step
+  sample: boolean;
+  wantLogprobs: boolean;
+}
+
+// Steps that resolve without passing through the event loop (the fake engine, or very short
+// native steps) must not starve HTTP: a zero timer armed before each step has to fire before
+// the next one starts. A step that takes longer than a timer tick pays nothing for it.
+const yieldTick = () => new Promise<void>((r) => setTimeout(r, 0));
+
+export class Scheduler {
+  readonly opts: SchedulerOptions;
+  readonly budget: KvBudget;
+  #engine: KvEngine;
+  #observer: SchedulerObserver;
+  #waiting: Sequence[] = [];
+  #running: Sequence[] = []; // admission order: the last one is the newest
+  #inFlight = false;
+  #closed = false;
+  #wake: (() => void) | null = null;
+  #loop: Promise<void> | null = null;
+  #idle: (() => void)[] = [];
+  // After the engine's own OOM our accounting is known to be optimistic: admit nobody until a
+  // running sequence finishes, or the preempted one would be re-admitted straight into the
+  // same OOM (a livelock).
+  #admitBlocked = false;
+  steps = 0;
+  preemptions = 0;
+
+  constructor(engine: KvEngine, opts: SchedulerOptions, observer: SchedulerObserver = {}) {
+    const info = engine.info();
+    this.#engine = engine;
+    this.#observer = observer;
+    const maxStepTokens = Math.max(1, Math.min(opts.maxStepTokens, info.maxStepTokens));
+    this.opts = {
+      ...opts,
+      // More running sequences than step tokens could not all decode in one step.
+      maxNumSeqs: Math.max(1, Math.min(opts.maxNumSeqs, info.maxSeqs, maxStepTokens)),
+      maxStepTokens,
+      maxModelLen: Math.min(opts.maxModelLen, engine.maxPosition),
+    };
+    this.budget = new KvBudget(engine, info, this.opts.maxModelLen);
+  }
+
+  get numRunning(): number {
+    return this.#running.length;
+  }
+
+  get numWaiting(): number {
+    return this.#waiting.length;
+  }
+
+  /** Queues all sequences of one request, or none (QueueFullError). */
+  submit(reqs: SeqRequest[]): Sequence[] {
+    if (this.#closed) throw new ShutdownError();
+    const waiting = this.#waiting.length;
+    // An empty queue takes any request, so a large n never becomes unservable.
+    if (waiting > 0 && waiting + reqs.length > this.opts.maxQueue) {
+      throw new QueueFullError(1);
+    }
+    const seqs = reqs.map((r) => new Sequence(r));
+    this.#waiting.push(...seqs);
+    this.#ensureLoop();
+    this.#wake?.();
+    return seqs;
+  }
+
+  /** Client went away: the sequence is freed before the next step (at once when idle). */
+  cancel(seq: Sequence): void {
+    if (seq.status === "finished") return;
+    seq.cancelled = true;
+    if (seq.status === "waiting" || !this.#inFlight) this.#finish(seq, "abort");
+  }
+
+  /** Resolves when nothing is running or waiting. */
+  drain(): Promise<void> {
+    if (this.#running.length === 0 && this.#waiting.length === 0) return Promise.resolve();
+    return new Promise((r) => this.#idle.push(r));
+  }
+
+  /** Fails what is left (ShutdownError) and stops the loop; the caller closes the engine. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake?.();
+    await this.#loop;
+    const left = [...this.#running, ...this.#waiting];
+    for (const s of left) this.#finish(s, "error", new ShutdownError());
+  }
+
+  #ensureLoop(): void {
+    if (this.#loop) return;
+    this.#loop = this.#run()
+      .catch((e) => {
+        // A bug, not an engine failure: fail everyone rather than leave clients hanging.
+        console.error("scheduler loop failed:", e);
+        for (const s of [...this.#running, ...this.#waiting]) this.#finish(s, "error", asError(e));
+      })
+      .finally(() => this.#loop = null);
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#closed) {
+      this.#reap();
+      if (this.#running.length === 0 && this.#waiting.length === 0) {
+        for (const r of this.#idle.splice(0)) r();
+        await new Promise<void>((r) => this.#wake = r);
+        this.#wake = null;
+        continue;
+      }
+      const plan = this.#plan();
+      if (plan.length === 0) continue; // #plan failed a request that can never fit
+      const tick = yieldTick();
+      let result: StepResult;
+      this.#inFlight = true;
+      try {
+        result = await this.#engine.step(plan.map(toInput), { topN: topNOf(plan) });
+      } catch (e) {
+        this.#inFlight = false;
+        this.#stepFailed(plan, e);
+        await tick;
+        continue;
+      }
+      this.#inFlight = false;
+      this.steps++;
+      this.#apply(plan, result);
+      await tick;
+    }
+  }
+
+  /** Frees sequences cancelled while a step was in flight. */
+  #reap(): void {
+    for (const s of this.#running.filter((s) => s.cancelled)) this.#finish(s, "abort");
+  }
+
+  /** Chooses this step's chunks, preempting when the running set outgrows the pool. */
+  #plan(): Planned[] {
+    for (;;) {
+      const plan = this.#planRunning();
+      if (this.budget.fits(this.#running, plan)) {
+        this.#admit(plan);
+        return plan;
+      }
+      const victim = this.#running[this.#running.length - 1];
+      if (this.#running.length === 1) {
+        this.#finish(victim, "error", this.budget.tooLarge(victim));
+        return [];
+      }
+      this.#preempt(victim);
+    }
+  }
+
+  #planRunning(): Planned[] {
+    const plan: Planned[] = [];
+    let left = this.opts.maxStepTokens;
+    // Decodes first: one token each keeps every running stream moving.
+    for (const seq of this.#running) {
+      if (left === 0) break;
+      if (seq.pending === 1) plan.push(this.#chunk(seq, 1)), left--;
+    }
+    for (const seq of this.#running) {
+      if (left === 0) break;
+      if (seq.pending > 1) {
+        const n = Math.min(seq.pending, left);
+        plan.push(this.#chunk(seq, n));
+        left -= n;
+      }
+    }
+    return plan;
+  }
+
+  #admit(plan: Planned[]): void {
+    let left = this.opts.maxStepTokens - plan.reduce((a, p) => a + p.chunk, 0);
+    if (this.#admitBlocked && this.#running.length > 0) return;
+    this.#admitBlocked = false;
+    while (left > 0 && this.#waiting.length > 0 && this.#running.length < this.opts.maxNumSeqs) {
+      const seq = this.#waiting[0];
+      if (!this.budget.fitsAlone(seq)) {
+        this.#finish(seq, "error", this.budget.tooLarge(seq));
+        continue;
+      }
+      if (!this.budget.canAdmit(this.#running, seq)) break; // FCFS: nobody overtakes the head
+      try {
+        seq.slot = this.#engine.createSeq(seq.kvBits);
+        this.#engine.setSampling(seq.slot, seq.params);
+      } catch (e) {
+        this.#finish(seq, "error", asError(e));
+        continue;
+      }
+      this.#waiting.shift();
+      seq.status = "running";
+      this.#running.push(seq);
+      const n = Math.min(seq.pending, left);
+      plan.push(this.#chunk(seq, n));
+      left -= n;
+    }
+  }
+
+  #chunk(seq: Sequence, n: number): Planned {
+    const start = seq.numComputed;
+    const end = start + n;
+    return {
+      seq,
+      start,
+      chunk: n,
+      sample: end === seq.tokens.length && seq.maxTokens > 0,
+      // Only prompt positions whose logprobs were not delivered yet (a recompute skips them).
+      wantLogprobs: seq.promptLogprobs && seq.promptLogprobsDone < seq.nPrompt - 1 &&
+        start < seq.nPrompt - 1,
+    };
+  }
+
+  #apply(plan: Planned[], result: StepResult): void {
+    const now = performance.now();
+    plan.forEach((p, i) => {
+      p.seq.numComputed += p.chunk;
+      if (p.seq.status !== "running" || p.seq.cancelled) return;
+      try {
+        this.#applyOne(p, result, i, now);
+      } catch (e) {
+        this.#finish(p.seq, "error", asError(e)); // a failing sink fails only its sequence
+      }
+    });
+  }
+
+  #applyOne(p: Planned, result: StepResult, i: number, now: number): void {
+    const seq = p.seq;
+    const positions = result.positions[i];
+    if (p.wantLogprobs && positions) {
+      // Position j's logprob is of token j+1; only prompt tokens 1..nPrompt-1 come from here.
+      const from = Math.max(seq.promptLogprobsDone, p.start);
+      const to = Math.min(p.start + p.chunk, seq.nPrompt - 1);
+      if (to > from) {
+        seq.sink.onPromptLogprobs(from, positions.slice(from - p.start, to - p.start));
+        seq.promptLogprobsDone = to;
+      }
+    }
+    if (seq.numComputed >= seq.nPrompt && !seq.promptCounted) {
+      seq.promptCounted = true;
+      this.#observer.onPromptDone?.(seq);
+    }
+    if (!p.sample) {
+      if (seq.pending === 0) this.#finish(seq, "length"); // max_tokens 0: prompt only
+      return;
+    }
+    const out = result.outputs[i];
+    if (!out) {
+      this.#finish(seq, "error", new EngineError("internal", "step returned no sampled token"));
+      return;
+    }
+    const first = seq.numGenerated === 0;
+    seq.tokens.push(out.token);
+    this.#observer.onToken?.(seq, first, first ? now - seq.arrival : now - seq.lastTokenTime);
+    seq.lastTokenTime = now;
+    const stopNow = seq.sink.onToken(out) === true;
+    if (stopNow || seq.params.stopIds.includes(out.token)) this.#finish(seq, "stop");
+    else if (seq.numGenerated >= seq.maxTokens) this.#finish(seq, "length");
+    else if (seq.tokens.length >= this.opts.maxModelLen) this.#finish(seq, "length");
+  }
+
+  #stepFailed(plan: Planned[], e: unknown): void {
+    if (e instanceof EngineError && e.code === "oom") {
+      // Our accounting was optimistic (slab fragmentation): make room and try again.
+      this.#admitBlocked = true;
+      const victim = this.#running[this.#running.length - 1];
+      if (this.#running.length === 1) this.#finish(victim, "error", this.budget.tooLarge(victim));
+      else this.#preempt(victim);
+      return;
+    }
+    // A failed step may have left these sequences' caches half-written: fail only them.
+    const err = asError(e);
+    for (const p of plan) if (p.seq.status === "running") this.#finish(p.seq, "error", err);
+  }
+
+  #preempt(seq: Sequence): void {
+    this.#release(seq);
+    seq.status = "waiting";
+    seq.numComputed = 0;
+    seq.preemptions++;
+    this.preemptions++;
+    this.#observer.onPreempt?.(seq);
+    this.#running.splice(this.#running.indexOf(seq), 1);
+    this.#waiting.unshift(seq);
+  }
+
+  #release(seq: Sequence): void {
+    if (seq.slot < 0) return;
+    const slot = seq.slot;
+    seq.slot = -1;
+    try {
+      this.#engine.freeSeq(slot);
+    } catch (e) {
+      console.error(`freeSeq(${slot}) failed:`, e);
+    }
+  }
+
+  #finish(seq: Sequence, reason: FinishReason, error?: Error): void {
+    if (seq.status === "finished") return;
+    this.#release(seq);
+    if (seq.status === "running") this.#admitBlocked = false; // memory came back
+    const list = seq.status === "running" ? this.#running : this.#waiting;
+    const i = list.indexOf(seq);
+    if (i >= 0) list.splice(i, 1);
+    seq.status = "finished";
+    this.#observer.onFinish?.(seq, reason);
+    try {
+      seq.sink.onFinish(reason, error);
+    } catch (e) {
+      console.error("sequence sink failed:", e);
+    }
+  }
+
+  /** Tokens one sequence of this kind can hold at most (pool size and max_model_len). */
+  capacityTokens(kvBits: KvBits): number {
+    return this.budget.capacityTokens(kvBits);
+  }
+}
+
+function toInput(p: Planned): SeqInput {
+  const toks = p.seq.tokens;
+  const end = p.start + p.chunk;
+  return {
+    seq: p.seq.slot,
+    tokens: toks.slice(p.start, end),
+    sample: p.sample,
+    wantLogprobs: p.wantLogprobs,
+    nextToken: p.wantLogprobs && end < toks.length ? toks[end] : undefined,
+  };
+}
+
+function topNOf(plan: Planned[]): number {
+  return plan.reduce((m, p) => Math.max(m, p.seq.topN), 0);
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}

@@ -1,0 +1,324 @@
+// Request body -> CompletionRequest. Every OpenAI /v1/completions field plus vLLM's sampling
+// extensions; unknown fields are ignored (like vLLM), null means "default" (the spec marks
+// most fields nullable), and anything of the wrong type or out of range is a 400 naming the
+// field in `param`.
+
+import { type CompletionRequest, REQUEST_DEFAULTS } from "../engine/sampling_params.ts";
+import { KV_BITS, type KvBits } from "../engine/types.ts";
+import { ApiError, badRequest } from "./errors.ts";
+
+export interface ValidationContext {
+  modelIds: string[]; // served id first, then aliases
+  vocabSize: number;
+  maxModelLen: number;
+  /** Text prompt -> ids, BOS included when the model uses one. */
+  encode: (text: string) => number[];
+  eosIds: number[];
+  maxStopIds: number;
+  /** Most tokens one sequence of this kind fits in the KV pool. */
+  capacityTokens: (kvBits: KvBits) => number;
+}
+
+const MAX_SEQUENCES = 4096; // prompts x best_of in one request
+
+/** A client's value quoted in an error, cut short: errors never echo megabytes back. */
+export function show(v: unknown): string {
+  let s: string;
+  try {
+    s = JSON.stringify(v) ?? String(v);
+  } catch {
+    s = Array.isArray(v) ? "an array" : typeof v;
+  }
+  return s.length > 80 ? `${s.slice(0, 60)}... (${s.length} characters)` : s;
+}
+
+/** X-KV-Bits header -> kv_bits; absent means the server default, anything else exact. */
+export function parseKvBits(header: string | undefined | null, fallback: KvBits): KvBits {
+  if (header === undefined || header === null) return fallback;
+  const v = Number(header.trim());
+  if (!/^\s*(16|2|1)\s*$/.test(header) || !KV_BITS.includes(v as KvBits)) {
+    throw badRequest(
+      "X-KV-Bits",
+      `Invalid X-KV-Bits header ${show(header)}: allowed values are 16, 2 and 1.`,
+    );
+  }
+  return v as KvBits;
+}
+
+type Body = Record<string, unknown>;
+
+function present(b: Body, key: string): boolean {
+  return b[key] !== undefined && b[key] !== null;
+}
+
+function number(b: Body, key: string, fallback: number, lo: number, hi: number, loOpen = false) {
+  if (!present(b, key)) return fallback;
+  const v = b[key];
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    throw badRequest(key, `'${key}' must be a number, got ${show(v)}.`);
+  }
+  if (v > hi || v < lo || (loOpen && v === lo)) {
+    const range = `${loOpen ? "(" : "["}${lo}, ${hi}]`;
+    throw badRequest(key, `'${key}' must be in ${range}, got ${v}.`);
+  }
+  return v;
+}
+
+function integer(b: Body, key: string, fallback: number, lo: number, hi: number): number {
+  if (!present(b, key)) return fallback;
+  const v = b[key];
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    throw badRequest(key, `'${key}' must be an integer, got ${show(v)}.`);
+  }
+  if (v < lo || v > hi) throw badRequest(key, `'${key}' must be in [${lo}, ${hi}], got ${v}.`);
+  return v;
+}
+
+function boolean(b: Body, key: string, fallback: boolean): boolean {
+  if (!present(b, key)) return fallback;
+  const v = b[key];
+  if (typeof v !== "boolean") {
+    throw badRequest(key, `'${key}' must be a boolean, got ${show(v)}.`);
+  }
+  return v;
+}
+
+function tokenId(v: unknown, key: string, vocab: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= vocab) {
+    throw badRequest(
+      key,
+      `'${key}' holds an invalid token id ${show(v)} ` +
+        `(the vocabulary has ids 0..${vocab - 1}).`,
+    );
+  }
+  return v;
+}
+
+/**
+ * Tokenizes a text prompt, but never a huge one whole: a prefix that already exceeds the
+ * context proves the prompt too long, so the work stays bounded by the context length and
+ * not by the body size (up to 32 MiB of text).
+ */
+function encodeBounded(text: string, ctx: ValidationContext): number[] {
+  for (let len = ctx.maxModelLen * 16; len < text.length; len *= 2) {
+    const n = ctx.encode(text.slice(0, len)).length;
+    if (n > ctx.maxModelLen + 1) {
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${ctx.maxModelLen} tokens. However, the ` +
+          `prompt alone is longer than ${n - 1} tokens (${text.length} characters). Please ` +
+          `reduce the length of the prompt.`,
+        "prompt",
+        "context_length_exceeded",
+        { n_ctx: ctx.maxModelLen },
+      );
+    }
+  }
+  return ctx.encode(text);
+}
+
+/** The four prompt shapes -> token id lists (+ the original strings, for echo). */
+function prompts(b: Body, ctx: ValidationContext): { ids: number[][]; texts: (string | null)[] } {
+  const p = b.prompt;
+  if (p === undefined || p === null) throw badRequest("prompt", "'prompt' is required.");
+  const enc = (text: string) => encodeBounded(text, ctx);
+  let ids: number[][];
+  let texts: (string | null)[];
+  if (typeof p === "string") {
+    ids = [enc(p)];
+    texts = [p];
+  } else if (Array.isArray(p) && p.length > 0) {
+    if (p.every((x) => typeof x === "string")) {
+      ids = (p as string[]).map(enc);
+      texts = p as string[];
+    } else if (p.every((x) => typeof x === "number")) {
+      ids = [p.map((x) => tokenId(x, "prompt", ctx.vocabSize))];
+      texts = [null];
+    } else if (p.every((x) => Array.isArray(x))) {
+      ids = (p as unknown[][]).map((inner) =>
+        inner.map((x) => tokenId(x, "prompt", ctx.vocabSize))
+      );
+      texts = ids.map(() => null);
+    } else {
+      throw badRequest(
+        "prompt",
+        "'prompt' must be a string, an array of strings, an array of token ids, or an array " +
+          "of token id arrays.",
+      );
+    }
+  } else {
+    throw badRequest(
+      "prompt",
+      Array.isArray(p) ? "'prompt' must not be empty." : "'prompt' must be a string or an array.",
+    );
+  }
+  if (ids.some((x) => x.length === 0)) throw badRequest("prompt", "A prompt is empty.");
+  return { ids, texts };
+}
+
+function stops(b: Body): string[] {
+  if (!present(b, "stop")) return [];
+  const v = b.stop;
+  const list = typeof v === "string" ? [v] : v;
+  if (!Array.isArray(list) || list.some((s) => typeof s !== "string")) {
+    throw badRequest("stop", "'stop' must be a string or an array of strings.");
+  }
+  if (list.length > 4) throw badRequest("stop", "'stop' takes at most 4 sequences.");
+  return (list as string[]).filter((s) => s.length > 0);
+}
+
+function logitBias(b: Body, vocab: number): Map<number, number> {
+  const m = new Map<number, number>();
+  if (!present(b, "logit_bias")) return m;
+  const v = b.logit_bias;
+  if (typeof v !== "object" || Array.isArray(v)) {
+    throw badRequest("logit_bias", "'logit_bias' must be an object of token id -> bias.");
+  }
+  for (const [key, bias] of Object.entries(v as Body)) {
+    const id = /^\d+$/.test(key) ? Number(key) : NaN;
+    if (!Number.isInteger(id) || id >= vocab) {
+      throw badRequest("logit_bias", `'logit_bias' key ${show(key)} is not a token id.`);
+    }
+    if (typeof bias !== "number" || !Number.isFinite(bias) || bias < -100 || bias > 100) {
+      throw badRequest("logit_bias", `'logit_bias' values must be in [-100, 100].`);
+    }
+    m.set(id, bias);
+  }
+  return m;
+}
+
+function checkModel(b: Body, ctx: ValidationContext): void {
+  if (!present(b, "model")) return; // like vLLM: the served model
+  if (typeof b.model !== "string") throw badRequest("model", "'model' must be a string.");
+  if (!ctx.modelIds.includes(b.model)) {
+    throw new ApiError(
+      404,
+      `The model ${show(b.model)} does not exist. This server serves \`${ctx.modelIds[0]}\`.`,
+      "model",
+      "model_not_found",
+    );
+  }
+}
+
+export function validateCompletion(
+  body: unknown,
+  kvBits: KvBits,
+  ctx: ValidationContext,
+): CompletionRequest {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw badRequest(null, "The request body must be a JSON object.");
+  }
+  const b = body as Body;
+  const d = REQUEST_DEFAULTS;
+  checkModel(b, ctx);
+  if (present(b, "suffix")) {
+    throw badRequest("suffix", "'suffix' is not supported by this server.");
+  }
+  if (present(b, "user") && typeof b.user !== "string") {
+    throw badRequest("user", "'user' must be a string.");
+  }
+  const stream = boolean(b, "stream", false);
+  let includeUsage = false;
+  if (present(b, "stream_options")) {
+    const so = b.stream_options;
+    if (typeof so !== "object" || Array.isArray(so)) {
+      throw badRequest("stream_options", "'stream_options' must be an object.");
+    }
+    if (!stream) {
+      throw badRequest("stream_options", "'stream_options' is only allowed with stream=true.");
+    }
+    includeUsage = boolean(so as Body, "include_usage", false);
+  }
+  const n = integer(b, "n", d.n, 1, 128);
+  const bestOf = integer(b, "best_of", n, 1, 128);
+  if (bestOf < n) throw badRequest("best_of", `'best_of' (${bestOf}) must be >= n (${n}).`);
+  if (stream && bestOf > n) {
+    throw badRequest("best_of", "'best_of' greater than 'n' cannot be streamed.");
+  }
+  const maxTokensGiven = present(b, "max_tokens");
+  let maxTokens = integer(b, "max_tokens", d.maxTokens, 0, 1 << 30);
+  const topK = integer(b, "top_k", d.topK, -1, ctx.vocabSize);
+  const minTokens = integer(b, "min_tokens", d.minTokens, 0, 1 << 30);
+  const stopTokenIds = present(b, "stop_token_ids")
+    ? (Array.isArray(b.stop_token_ids) ? b.stop_token_ids : [null]).map((x) =>
+      tokenId(x, "stop_token_ids", ctx.vocabSize)
+    )
+    : [];
+  const ignoreEos = boolean(b, "ignore_eos", d.ignoreEos);
+  const nStopIds = new Set([...(ignoreEos ? [] : ctx.eosIds), ...stopTokenIds]).size;
+  if (nStopIds > ctx.maxStopIds) {
+    throw badRequest("stop_token_ids", `At most ${ctx.maxStopIds} stop token ids (EOS included).`);
+  }
+  const seed = present(b, "seed") ? b.seed : null;
+  if (seed !== null && (typeof seed !== "number" || !Number.isSafeInteger(seed))) {
+    throw badRequest("seed", `'seed' must be an integer, got ${show(seed)}.`);
+  }
+  const req: CompletionRequest = {
+    prompts: [],
+    promptTexts: [],
+    kvBits,
+    n,
+    bestOf,
+    maxTokens,
+    echo: boolean(b, "echo", d.echo),
+    logprobs: present(b, "logprobs") ? integer(b, "logprobs", 0, 0, 20) : null,
+    stop: stops(b),
+    stream,
+    includeUsage,
+    temperature: number(b, "temperature", d.temperature, 0, 2),
+    topP: number(b, "top_p", d.topP, 0, 1, true),
+    topK: topK < 0 ? 0 : topK,
+    minP: number(b, "min_p", d.minP, 0, 1),
+    presencePenalty: number(b, "presence_penalty", d.presencePenalty, -2, 2),
+    frequencyPenalty: number(b, "frequency_penalty", d.frequencyPenalty, -2, 2),
+    repetitionPenalty: number(b, "repetition_penalty", d.repetitionPenalty, 0, 2, true),
+    minTokens,
+    ignoreEos,
+    stopTokenIds,
+    logitBias: logitBias(b, ctx.vocabSize),
+    seed: seed as number | null,
+  };
+
+  // Counted before any tokenization: a list of 100k prompts is refused cheaply.
+  const listed = Array.isArray(b.prompt) && typeof b.prompt[0] !== "number";
+  if ((listed ? (b.prompt as unknown[]).length : 1) * bestOf > MAX_SEQUENCES) {
+    throw badRequest(
+      "prompt",
+      `At most ${MAX_SEQUENCES} sequences (prompts x best_of) per request.`,
+    );
+  }
+  const p = prompts(b, ctx);
+  req.prompts = p.ids;
+  req.promptTexts = p.texts;
+  const longest = Math.max(...p.ids.map((x) => x.length));
+  // Like vLLM: an omitted max_tokens shrinks to what the context leaves.
+  if (!maxTokensGiven) maxTokens = Math.max(0, Math.min(maxTokens, ctx.maxModelLen - longest));
+  req.maxTokens = maxTokens;
+  if (longest + maxTokens > ctx.maxModelLen) {
+    throw new ApiError(
+      400,
+      `This model's maximum context length is ${ctx.maxModelLen} tokens. However, you ` +
+        `requested ${longest + maxTokens} tokens (${longest} in the prompt, ${maxTokens} in ` +
+        `the completion). Please reduce the length of the prompt or completion.`,
+      maxTokensGiven ? "max_tokens" : "prompt",
+      "context_length_exceeded",
+      { n_ctx: ctx.maxModelLen, n_prompt_tokens: longest },
+    );
+  }
+  const cap = ctx.capacityTokens(kvBits);
+  if (longest + maxTokens > cap) {
+    throw new ApiError(
+      400,
+      `The KV cache pool holds at most ${cap} tokens per sequence at kv_bits ${kvBits}. ` +
+        `However, you requested ${longest + maxTokens} tokens (${longest} in the prompt, ` +
+        `${maxTokens} in the completion). Use fewer bits (X-KV-Bits) or a shorter request.`,
+      "max_tokens",
+      "kv_cache_capacity_exceeded",
+      { n_ctx: cap, n_prompt_tokens: longest },
+    );
+  }
+  if (minTokens > maxTokens) {
+    throw badRequest("min_tokens", `'min_tokens' (${minTokens}) must be <= max_tokens.`);
+  }
+  return req;
+}

@@ -1,0 +1,394 @@
+// A deterministic KvEngine for tests of the scheduler and the routes: tokens come from a hash
+// of the history (and the seed when sampling), pages are accounted like the native slab
+// allocator over a configurable pool, so OOM and preemption can be provoked, and it refuses
+// calls while a step is in flight, as the native engine does. Also: a byte-level tokenizer
+// with a few multi-character pieces, and makeTestApp() wiring both into the real app.
+
+import type { ServingModel } from "../engine/model.ts";
+import type { TextTokenizer } from "../models/tokenizer.ts";
+import { Scheduler, type SchedulerOptions } from "../engine/scheduler.ts";
+import {
+  EngineError,
+  type EngineInfo,
+  KV_BITS,
+  type KvBits,
+  type KvEngine,
+  type PositionLogprob,
+  type SamplingParams,
+  type SeqInput,
+  type SeqOutput,
+  type StepOptions,
+  type StepResult,
+  type TopLogprob,
+} from "../engine/types.ts";
+import { createApp } from "../routes/app.ts";
+import { AppState, type ServerConfig } from "../routes/state.ts";
+
+export const BOS = 256;
+export const EOS = 257;
+// Multi-character pieces after the 256 byte tokens and BOS/EOS: stop strings can span them.
+export const PIECES = ["hello", " world", "ab", "cd", "STOP", "<|end|>", "é", " the", "ing"];
+export const VOCAB = 258 + PIECES.length;
+const WINDOW = 64;
+
+function hash(...xs: number[]): number {
+  let h = 2166136261;
+  for (const x of xs) {
+    h ^= x & 0xffff;
+    h = Math.imul(h, 16777619);
+    h ^= x >>> 16;
+    h = Math.imul(h, 16777619);
+  }
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
+function histHash(tokens: readonly number[], upto: number): number {
+  let h = 7;
+  for (let i = 0; i < upto; i++) h = hash(h, tokens[i]);
+  return h;
+}
+
+export class FakeTokenizer implements TextTokenizer {
+  readonly vocabSize = VOCAB;
+  #enc = new TextEncoder();
+  #dec = new TextDecoder(); // non-fatal: bad bytes become U+FFFD, like real decoders
+
+  encode(text: string): number[] {
+    const ids: number[] = [];
+    let i = 0;
+    outer: while (i < text.length) {
+      for (let p = 0; p < PIECES.length; p++) {
+        if (text.startsWith(PIECES[p], i)) {
+          ids.push(258 + p);
+          i += PIECES[p].length;
+          continue outer;
+        }
+      }
+      const cp = text.codePointAt(i)!;
+      const ch = String.fromCodePoint(cp);
+      for (const b of this.#enc.encode(ch)) ids.push(b);
+      i += ch.length;
+    }
+    return ids;
+  }
+
+  decode(ids: readonly number[], skipSpecial = true): string {
+    const bytes: number[] = [];
+    for (const id of ids) {
+      if (id < 256) bytes.push(id);
+      else if (id === BOS || id === EOS) {
+        if (!skipSpecial) bytes.push(...this.#enc.encode(id === BOS ? "<s>" : "</s>"));
+      } else bytes.push(...this.#enc.encode(PIECES[id - 258] ?? ""));
+    }
+    return this.#dec.decode(new Uint8Array(bytes));
+  }
+
+  tokenText(id: number): string {
+    if (id >= 0x80 && id < 256) return `bytes:\\x${id.toString(16)}`;
+    return this.decode([id], false);
+  }
+
+  tokenToId(token: string): number | undefined {
+    if (token === "<s>") return BOS;
+    if (token === "</s>") return EOS;
+    const p = PIECES.indexOf(token);
+    if (p >= 0) return 258 + p;
+    return token.length === 1 && token.charCodeAt(0) < 0x80 ? token.charCodeAt(0) : undefined;
+  }
+}
+
+export interface FakeEngineOptions {
+  maxSeqs?: number;
+  maxStepTokens?: number;
+  maxPosition?: number;
+  /** Pool size in slabs (one fp16 page of 64 tokens each). */
+  poolSlabs?: number;
+  /** Pool size info() reports; larger than poolSlabs makes the engine's own OOM fire. */
+  reportedPoolSlabs?: number;
+  /** Per step, to keep steps in flight for a while (cancellation tests). */
+  stepDelayMs?: number;
+  /** Overrides the hash-based choice of the next token (history = prompt + generated). */
+  nextToken?: (history: readonly number[], params: SamplingParams, nOutput: number) => number;
+}
+
+interface FakeSeq {
+  kvBits: KvBits;
+  tokens: number[];
+  params: SamplingParams | null;
+}
+
+const PER_SLAB: Record<KvBits, number> = { 16: 1, 2: 6, 1: 13 };
+const SLAB_BYTES = 64 * 4096;
+
+export class FakeEngine implements KvEngine {
+  readonly vocabSize = VOCAB;
+  readonly maxPosition: number;
+  readonly opts: Required<Omit<FakeEngineOptions, "nextToken">>;
+  readonly nextTokenFn?: FakeEngineOptions["nextToken"];
+  seqs = new Map<number, FakeSeq>();
+  /** Every step's inputs, for assertions on batching. */
+  log: { seqs: number; tokens: number; kinds: KvBits[]; samples: number }[] = [];
+  oomCount = 0;
+  #nextSlot = 0;
+  #freeSlots: number[] = [];
+  #inFlight = false;
+  #faults = 0;
+  #closed = false;
+
+  constructor(opts: FakeEngineOptions = {}) {
+    this.opts = {
+      maxSeqs: opts.maxSeqs ?? 64,
+      maxStepTokens: opts.maxStepTokens ?? 2048,
+      maxPosition: opts.maxPosition ?? 4096,
+      poolSlabs: opts.poolSlabs ?? 4096,
+      reportedPoolSlabs: opts.reportedPoolSlabs ?? opts.poolSlabs ?? 4096,
+      stepDelayMs: opts.stepDelayMs ?? 0,
+    };
+    this.maxPosition = this.opts.maxPosition;
+    this.nextTokenFn = opts.nextToken;
+  }
+
+  /** Makes the next n steps fail with an internal error. */
+  injectFault(n: number): void {
+    this.#faults = n;
+  }
+
+  /** Like the native engine: the pages appending adds (an fp16 tail from the first token). */
+  pagesNeeded(kvBits: KvBits, curLen: number, nNew: number): { quant: number; fp16: number } {
+    const end = curLen + nNew;
+    const windows = (n: number) => Math.ceil(n / WINDOW);
+    if (kvBits === 16) return { quant: 0, fp16: windows(end) - windows(curLen) };
+    const full = Math.floor(end / WINDOW) - Math.floor(curLen / WINDOW);
+    return { quant: full, fp16: curLen === 0 && nNew > 0 ? 1 : 0 };
+  }
+
+  #pages(extra?: Map<number, number>): Record<KvBits, number> {
+    const pages: Record<KvBits, number> = { 16: 0, 2: 0, 1: 0 };
+    for (const [slot, s] of this.seqs) {
+      const p = this.pagesNeeded(s.kvBits, 0, s.tokens.length + (extra?.get(slot) ?? 0));
+      pages[s.kvBits] += p.quant;
+      pages[16] += p.fp16;
+    }
+    return pages;
+  }
+
+  #slabs(pages: Record<KvBits, number>): number {
+    return KV_BITS.reduce((a, k) => a + Math.ceil(pages[k] / PER_SLAB[k]), 0);
+  }
+
+  info(): EngineInfo {
+    const pages = this.#pages();
+    const used = this.#slabs(pages);
+    const freeSlabs = this.opts.poolSlabs - used;
+    const kinds = {} as EngineInfo["kinds"];
+    for (const k of KV_BITS) {
+      const partialFree = (PER_SLAB[k] - (pages[k] % PER_SLAB[k])) % PER_SLAB[k];
+      kinds[k] = {
+        pageBytes: Math.floor(SLAB_BYTES / PER_SLAB[k]),
+        pagesInUse: pages[k],
+        pagesFreeNow: freeSlabs * PER_SLAB[k] + partialFree,
+        tokenBytes: Math.floor(SLAB_BYTES / PER_SLAB[k] / WINDOW),
+      };
+    }
+    return {
+      backend: "cpu",
+      deviceName: "fake",
+      maxSeqs: this.opts.maxSeqs,
+      maxStepTokens: this.opts.maxStepTokens,
+      kvPoolBytes: this.opts.reportedPoolSlabs * SLAB_BYTES,
+      kvBytesInUse: used * SLAB_BYTES,
+      weightBytes: 0,
+      seqsInUse: this.seqs.size,
+      kinds,
+    };
+  }
+
+  #enter(what: string): void {
+    if (this.#closed) throw new EngineError("state", `${what}: engine is closed`);
+    if (this.#inFlight) throw new EngineError("state", `${what}: a step is in flight`);
+  }
+
+  createSeq(kvBits: KvBits): number {
+    this.#enter("createSeq");
+    if (this.seqs.size >= this.opts.maxSeqs) throw new EngineError("oom", "no free sequence slot");
+    const slot = this.#freeSlots.pop() ?? this.#nextSlot++;
+    this.seqs.set(slot, { kvBits, tokens: [], params: null });
+    return slot;
+  }
+
+  freeSeq(seq: number): void {
+    this.#enter("freeSeq");
+    if (!this.seqs.delete(seq)) throw new EngineError("invalid", `freeSeq: no sequence ${seq}`);
+    this.#freeSlots.push(seq);
+  }
+
+  setSampling(seq: number, params: SamplingParams): void {
+    this.#enter("setSampling");
+    const s = this.seqs.get(seq);
+    if (!s) throw new EngineError("invalid", `setSampling: no sequence ${seq}`);
+    s.params = params;
+  }
+
+  seqLength(seq: number): number {
+    this.#enter("seqLength");
+    return this.seqs.get(seq)?.tokens.length ?? 0;
+  }
+
+  /** The fake's distribution: the preferred token gets -0.25, others spread below. */
+  logprobOf(tokens: readonly number[], upto: number, t: number): number {
+    const h = histHash(tokens, upto);
+    if (t === this.#preferred(h)) return -0.25;
+    return -2 - (hash(h, t) % 1000) / 250;
+  }
+
+  #preferred(h: number): number {
+    const letters = " abcdefghijklmnopqrstuvwxyz";
+    return letters.charCodeAt(h % letters.length);
+  }
+
+  #top(tokens: readonly number[], upto: number, n: number): TopLogprob[] {
+    const h = histHash(tokens, upto);
+    const ids = [this.#preferred(h)];
+    for (let i = 1; ids.length < n; i++) {
+      const t = hash(h, i) % VOCAB;
+      if (!ids.includes(t)) ids.push(t);
+    }
+    return ids.slice(0, n).map((id) => ({ id, logprob: this.logprobOf(tokens, upto, id) }))
+      .sort((a, b) => b.logprob - a.logprob);
+  }
+
+  #sample(s: FakeSeq): number {
+    const p = s.params!;
+    const nOut = s.tokens.length - p.nPrompt;
+    let t: number;
+    if (this.nextTokenFn) t = this.nextTokenFn(s.tokens, p, nOut);
+    else {
+      const h = histHash(s.tokens, s.tokens.length);
+      // Greedy takes the preferred token; sampling mixes in the seed and the position.
+      t = p.temperature === 0
+        ? this.#preferred(h)
+        : this.#preferred(hash(h, Number(p.seed & 0xffffffffn), s.tokens.length));
+    }
+    for (const [id, bias] of p.logitBias) if (bias >= 100) t = id;
+    if (nOut < p.minTokens && p.stopIds.includes(t)) t = 32;
+    return t;
+  }
+
+  async step(inputs: SeqInput[], opts: StepOptions): Promise<StepResult> {
+    this.#enter("step");
+    if (inputs.length === 0) throw new EngineError("invalid", "step with no sequences");
+    const total = inputs.reduce((a, i) => a + i.tokens.length, 0);
+    if (total > this.opts.maxStepTokens) throw new EngineError("invalid", "too many tokens");
+    if (inputs.length > this.opts.maxSeqs) throw new EngineError("invalid", "too many seqs");
+    const extra = new Map<number, number>();
+    for (const inp of inputs) {
+      const s = this.seqs.get(inp.seq);
+      if (!s || !s.params) throw new EngineError("invalid", `step: bad sequence ${inp.seq}`);
+      if (extra.has(inp.seq)) throw new EngineError("invalid", `sequence ${inp.seq} twice`);
+      if (inp.tokens.length < 1) throw new EngineError("invalid", "empty chunk");
+      if (s.tokens.length + inp.tokens.length > this.maxPosition) {
+        throw new EngineError("invalid", "past max position");
+      }
+      extra.set(inp.seq, inp.tokens.length);
+    }
+    this.#inFlight = true;
+    try {
+      // Resolve through a macrotask, like a nonblocking FFI call.
+      await new Promise((r) => setTimeout(r, this.opts.stepDelayMs));
+    } finally {
+      this.#inFlight = false;
+    }
+    if (this.#faults > 0) {
+      this.#faults--;
+      throw new EngineError("internal", "injected fault");
+    }
+    if (this.#slabs(this.#pages(extra)) > this.opts.poolSlabs) {
+      this.oomCount++;
+      throw new EngineError("oom", "KV pool exhausted"); // atomic: nothing changed
+    }
+    this.log.push({
+      seqs: inputs.length,
+      tokens: total,
+      kinds: inputs.map((i) => this.seqs.get(i.seq)!.kvBits),
+      samples: inputs.filter((i) => i.sample).length,
+    });
+    const outputs: (SeqOutput | null)[] = [];
+    const positions: (PositionLogprob[] | null)[] = [];
+    for (const inp of inputs) {
+      const s = this.seqs.get(inp.seq)!;
+      const start = s.tokens.length;
+      for (let j = 0; j < inp.tokens.length; j++) s.tokens.push(inp.tokens[j]);
+      if (inp.wantLogprobs) {
+        const list: PositionLogprob[] = [];
+        for (let j = 0; j < inp.tokens.length; j++) {
+          const pos = start + j;
+          const next = j + 1 < inp.tokens.length ? inp.tokens[j + 1] : inp.nextToken;
+          list.push({
+            logprob: next === undefined ? NaN : this.logprobOf(s.tokens, pos + 1, next),
+            top: this.#top(s.tokens, pos + 1, opts.topN),
+          });
+        }
+        positions.push(list);
+      } else positions.push(null);
+      if (inp.sample) {
+        const t = this.#sample(s);
+        outputs.push({
+          token: t,
+          logprob: this.logprobOf(s.tokens, s.tokens.length, t),
+          top: this.#top(s.tokens, s.tokens.length, opts.topN),
+        });
+      } else outputs.push(null);
+    }
+    return { outputs, positions };
+  }
+
+  check(): void {
+    for (const [slot, s] of this.seqs) {
+      if (s.tokens.length > this.maxPosition) {
+        throw new EngineError("internal", `sequence ${slot} too long`);
+      }
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+}
+
+export interface TestAppOptions {
+  engine?: FakeEngineOptions;
+  scheduler?: Partial<SchedulerOptions>;
+  config?: Partial<ServerConfig>;
+}
+
+/** The real app over a FakeEngine; `close()` stops the scheduler loop. */
+export function makeTestApp(opts: TestAppOptions = {}) {
+  const engine = new FakeEngine(opts.engine);
+  const tokenizer = new FakeTokenizer();
+  const model: ServingModel = {
+    id: "fake-model",
+    aliases: ["fake"],
+    engine,
+    tokenizer,
+    bosId: BOS,
+    addBos: true,
+    eosIds: [EOS],
+    created: 1700000000,
+  };
+  const state = new AppState(opts.config);
+  const scheduler = new Scheduler(
+    engine,
+    { maxNumSeqs: 64, maxStepTokens: 512, maxQueue: 1024, maxModelLen: 2048, ...opts.scheduler },
+    state.metrics.observer(),
+  );
+  state.setReady(model, scheduler);
+  const app = createApp(state);
+  return {
+    app,
+    state,
+    engine,
+    scheduler,
+    tokenizer,
+    close: () => scheduler.close(),
+  };
+}
