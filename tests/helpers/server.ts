@@ -16,6 +16,8 @@ export interface SpawnOptions {
   env?: Record<string, string>;
   /** How long the model may take to load (the first run may build libnsn). */
   readyTimeoutMs?: number;
+  /** Flags for deno itself (before main.ts), e.g. --v8-flags=... */
+  denoFlags?: string[];
   /** Passed as --api-key; the helper's own requests (/metrics) then send it. */
   apiKey?: string;
 }
@@ -50,7 +52,8 @@ export async function debugChecksSupported(): Promise<boolean> {
 
 /** Runs main.ts with args, returns once /health says 200 (or throws with the server's stderr). */
 export async function spawnServer(opts: SpawnOptions = {}): Promise<SpawnedServer> {
-  const args = ["run", "-A", MAIN, "--port", "0", "--backend", "cpu", ...(opts.args ?? [])];
+  const args = ["run", "-A", ...(opts.denoFlags ?? []), MAIN, "--port", "0", "--backend", "cpu"];
+  args.push(...(opts.args ?? []));
   if (opts.apiKey) args.push("--api-key", opts.apiKey);
   const auth: Record<string, string> = opts.apiKey
     ? { Authorization: `Bearer ${opts.apiKey}` }
