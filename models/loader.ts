@@ -119,6 +119,12 @@ export function checkWeights(dir: string, spec: ModelSpec, st: SafetensorsSet): 
 export async function readModelDir(
   dir: string,
 ): Promise<{ spec: ModelSpec; tokenizer: TextTokenizer }> {
+  const stat = await Deno.stat(dir).catch(() => null);
+  if (!stat?.isDirectory) {
+    throw new ModelError(
+      `${dir}: not a model directory (expected config.json, tokenizer.json, *.safetensors)`,
+    );
+  }
   const tokenizer = await loadTokenizer(dir);
   const spec = await readModelSpec(dir, (t) => tokenizer.tokenToId(t));
   if (tokenizer.vocabSize > spec.vocabSize) {

@@ -25,7 +25,8 @@ const MAX_SEQUENCES = 4096; // prompts x best_of in one request
 export function show(v: unknown): string {
   let s: string;
   try {
-    s = JSON.stringify(v) ?? String(v);
+    // JSON.stringify turns non-finite numbers into "null": show them as they are.
+    s = typeof v === "number" ? String(v) : JSON.stringify(v) ?? String(v);
   } catch {
     s = Array.isArray(v) ? "an array" : typeof v;
   }

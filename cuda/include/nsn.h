@@ -131,7 +131,7 @@ typedef struct nsn_engine_info {
 typedef struct nsn_sampling {
   float temperature;        /* 0 = greedy */
   float top_p;              /* (0,1], 1 = off */
-  float min_p;              /* [0,1), 0 = off */
+  float min_p;              /* [0,1], 0 = off */
   float presence_penalty;   /* [-2,2], output tokens */
   float frequency_penalty;  /* [-2,2], output tokens */
   float repetition_penalty; /* > 0, 1 = off; prompt + output tokens (vLLM semantics) */
