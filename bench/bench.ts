@@ -1,0 +1,253 @@
+// `deno task bench`: serving throughput and latency per KV precision, modelled on vLLM's
+// `bench serve`; `deno task bench --engine`: decode throughput and capacity straight through
+// the engine. Both print a table (stdout), write raw numbers as JSON and a chart as SVG next
+// to it, and show a progress bar on stderr.
+//
+//   deno task bench [--model demo|DIR|synthetic:NAME | --url http://HOST:PORT] [--backend B]
+//     [--kv-bits 16,2,1] [--input-len N] [--output-len N] [--num-prompts N|auto]
+//     [--concurrency 1,4,16,64] [--request-rate R|inf] [--json FILE]
+//   deno task bench --engine [--batches 1,8,32] [--contexts 512,2048] [--decode-steps K]
+//
+// Defaults depend on the backend: the CPU ones finish in well under a minute on the demo
+// model; the GPU ones are a real sweep on synthetic:llama-3-8b.
+
+import { parseArgs } from "node:util";
+import type { KvBits } from "../engine/types.ts";
+import { openLibrary } from "../ffi/library.ts";
+import type { EngineOptions } from "../ffi/structs.ts";
+import { DEMO_DIR, loadModel, readModelDir } from "../models/loader.ts";
+import { syntheticSpec } from "../models/synthetic.ts";
+import { parseKvBits } from "./eval.ts";
+import { promptsFor, type ServeTarget, sweepServe } from "./serve_sweep.ts";
+import { runSweep, type SweepPoint } from "./engine_sweep.ts";
+import { formatServe, formatSweep, serveChart, sweepChart } from "./bench_report.ts";
+import { num, progressBar, svgPathFor, writeJson, writeText } from "./report.ts";
+
+type Backend = NonNullable<EngineOptions["backend"]>;
+
+export interface BenchDefaults {
+  model: string;
+  inputLen: number;
+  outputLen: number;
+  concurrency: number[];
+  numPrompts: number | "auto";
+  batches: number[];
+  contexts: number[];
+  decodeSteps: number;
+  maxStepTokens?: number; // server's per-step token budget (undefined: the server's default)
+}
+
+export const CPU_DEFAULTS: BenchDefaults = {
+  model: "demo",
+  inputLen: 64,
+  outputLen: 32,
+  concurrency: [1, 4],
+  numPrompts: 8,
+  batches: [1, 8],
+  contexts: [128, 512],
+  decodeSteps: 8,
+};
+
+export const GPU_DEFAULTS: BenchDefaults = {
+  model: "synthetic:llama-3-8b",
+  inputLen: 1024,
+  outputLen: 256,
+  concurrency: [1, 8, 32, 128, 256],
+  numPrompts: "auto",
+  batches: [1, 16, 64, 256],
+  contexts: [1024, 4096],
+  decodeSteps: 32,
+  maxStepTokens: 2048,
+};
+
+/** Ids the model's tokenizer can produce, for random prompts. */
+async function tokenRange(model: string): Promise<[number, number]> {
+  if (model.startsWith("synthetic:")) return [0, syntheticSpec(model.slice(10)).vocabSize];
+  const { tokenizer } = await readModelDir(model === "demo" ? DEMO_DIR : model);
+  return [0, tokenizer.vocabSize];
+}
+
+const ints = (s: string) => s.split(",").filter(Boolean).map((x) => Number(x));
+
+export interface BenchArgs {
+  engine: boolean;
+  model?: string;
+  url?: string;
+  backend: Backend;
+  threads?: number;
+  kvBits: KvBits[];
+  inputLen?: number;
+  outputLen?: number;
+  numPrompts?: number | "auto";
+  concurrency?: number[];
+  requestRate: number;
+  batches?: number[];
+  contexts?: number[];
+  decodeSteps?: number;
+  kvPoolMb?: number;
+  maxNumSeqs?: number;
+  maxStepTokens?: number;
+  seed: number;
+  json?: string;
+  progress?: boolean;
+}
+
+export function parseBenchArgs(args: string[]): BenchArgs {
+  const { values: f } = parseArgs({
+    args,
+    options: {
+      engine: { type: "boolean", default: false },
+      model: { type: "string" },
+      url: { type: "string" },
+      backend: { type: "string", default: "auto" },
+      threads: { type: "string" },
+      "kv-bits": { type: "string", default: "16,2,1" },
+      "input-len": { type: "string" },
+      "output-len": { type: "string" },
+      "num-prompts": { type: "string" },
+      concurrency: { type: "string" },
+      "request-rate": { type: "string", default: "inf" },
+      batches: { type: "string" },
+      contexts: { type: "string" },
+      "decode-steps": { type: "string" },
+      "kv-pool-mb": { type: "string" },
+      "max-num-seqs": { type: "string" },
+      "max-step-tokens": { type: "string" },
+      seed: { type: "string", default: "0" },
+      json: { type: "string" },
+      "no-progress": { type: "boolean", default: false },
+    },
+  });
+  if (!["auto", "cpu", "cuda"].includes(f.backend)) throw new Error(`bad --backend ${f.backend}`);
+  const opt = (s: string | undefined) => (s === undefined ? undefined : Number(s));
+  return {
+    engine: f.engine,
+    model: f.model,
+    url: f.url?.replace(/\/+$/, ""),
+    backend: f.backend as Backend,
+    threads: opt(f.threads),
+    kvBits: parseKvBits(f["kv-bits"]),
+    inputLen: opt(f["input-len"]),
+    outputLen: opt(f["output-len"]),
+    numPrompts: f["num-prompts"] === "auto" ? "auto" : opt(f["num-prompts"]),
+    concurrency: f.concurrency ? ints(f.concurrency) : undefined,
+    requestRate: f["request-rate"] === "inf" ? Infinity : Number(f["request-rate"]),
+    batches: f.batches ? ints(f.batches) : undefined,
+    contexts: f.contexts ? ints(f.contexts) : undefined,
+    decodeSteps: opt(f["decode-steps"]),
+    kvPoolMb: opt(f["kv-pool-mb"]),
+    maxNumSeqs: opt(f["max-num-seqs"]),
+    maxStepTokens: opt(f["max-step-tokens"]),
+    seed: Number(f.seed),
+    json: f.json,
+    progress: !f["no-progress"],
+  };
+}
+
+/** CUDA defaults when the run will be on a GPU (asked for, or auto with a device present). */
+async function defaultsFor(a: BenchArgs): Promise<BenchDefaults> {
+  if (a.backend === "cuda") return GPU_DEFAULTS;
+  if (a.backend === "cpu") return CPU_DEFAULTS;
+  return (await openLibrary()).cudaAvailable() ? GPU_DEFAULTS : CPU_DEFAULTS;
+}
+
+export interface BenchOutput {
+  kind: "serve" | "engine";
+  text: string;
+  json: Record<string, unknown>;
+  svg: string;
+}
+
+export async function runBench(a: BenchArgs): Promise<BenchOutput> {
+  const d = await defaultsFor(a);
+  const model = a.model ?? d.model;
+  const engineOptions: EngineOptions = {
+    backend: a.backend,
+    nThreads: a.threads,
+    kvPoolBytes: a.kvPoolMb ? a.kvPoolMb * 2 ** 20 : undefined,
+    maxSeqs: a.maxNumSeqs,
+    maxStepTokens: a.maxStepTokens,
+  };
+  if (a.engine) {
+    using m = await loadModel(model, engineOptions);
+    const info = m.engine.info();
+    const cfg = {
+      kvBits: a.kvBits,
+      batches: a.batches ?? d.batches,
+      contexts: a.contexts ?? d.contexts,
+      decodeSteps: a.decodeSteps ?? d.decodeSteps,
+      tokenRange: [0, m.tokenizer.vocabSize] as [number, number],
+      seed: a.seed,
+    };
+    const total = cfg.kvBits.length * cfg.batches.length * cfg.contexts.length;
+    const bar = a.progress === false ? null : progressBar("bench --engine", total);
+    let points: SweepPoint[];
+    try {
+      points = await runSweep(m.engine, { ...cfg, onPoint: () => bar?.tick() });
+    } finally {
+      bar?.stop();
+    }
+    const head = `engine sweep | model ${model} | ${info.backend} (${info.deviceName}) | ` +
+      `KV pool ${num(info.kvPoolBytes / 2 ** 20, 0)} MiB | max seqs ${info.maxSeqs} | ` +
+      `${cfg.decodeSteps} decode steps`;
+    return {
+      kind: "engine",
+      text: `${head}\n${formatSweep(points)}`,
+      json: { kind: "engine", model, info, config: cfg, points },
+      svg: sweepChart(points, `Decode throughput by batch, ${model} (${info.backend})`),
+    };
+  }
+
+  const cfg = {
+    inputLen: a.inputLen ?? d.inputLen,
+    outputLen: a.outputLen ?? d.outputLen,
+    concurrency: a.concurrency ?? d.concurrency,
+    numPrompts: a.numPrompts ?? d.numPrompts,
+    requestRate: a.requestRate,
+    kvBits: a.kvBits,
+    seed: a.seed,
+  };
+  const target: ServeTarget = a.url ? { url: a.url, tokenRange: [0, 256] } : {
+    server: {
+      model,
+      backend: a.backend,
+      threads: a.threads,
+      kvPoolMb: a.kvPoolMb,
+      maxNumSeqs: a.maxNumSeqs,
+      maxStepTokens: a.maxStepTokens ?? d.maxStepTokens,
+    },
+    tokenRange: await tokenRange(model),
+  };
+  const total = cfg.kvBits.length *
+    cfg.concurrency.reduce((s, c) => s + promptsFor(cfg.numPrompts, c), 0);
+  const bar = a.progress === false ? null : progressBar("bench", total);
+  let res;
+  try {
+    res = await sweepServe(target, { ...cfg, onDone: () => bar?.tick() });
+  } finally {
+    bar?.stop();
+  }
+  const head = `serving bench | ${res.description} | input ${cfg.inputLen} | output ` +
+    `${cfg.outputLen} | request rate ${cfg.requestRate}`;
+  return {
+    kind: "serve",
+    text: `${head}\n${formatServe(res.runs)}`,
+    json: { kind: "serve", target: res.description, config: cfg, runs: res.runs },
+    svg: serveChart(res.runs, `Output throughput by concurrency, ${res.description}`),
+  };
+}
+
+if (import.meta.main) {
+  try {
+    const a = parseBenchArgs(Deno.args);
+    const out = await runBench(a);
+    console.log(out.text);
+    const json = a.json ?? `.data/bench/${out.kind}.json`;
+    await writeJson(json, out.json);
+    await writeText(svgPathFor(json), out.svg);
+    console.log(`\nwrote ${json} and ${svgPathFor(json)}`);
+  } catch (e) {
+    console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    Deno.exit(1);
+  }
+}

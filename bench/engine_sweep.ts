@@ -1,0 +1,187 @@
+// `deno task bench --engine`: batch size x context length straight through KvEngine (no HTTP,
+// no scheduler), in the spirit of llama-bench's tg-at-depth and llama-batched-bench. For each
+// kv_bits and context C: prefill B sequences to C tokens in chunked steps, then time K decode
+// steps of B tokens (sampling included, as in serving). Alongside, the largest batch whose
+// pages for C + K tokens fit the KV pool: the capacity win of 1/2-bit pages.
+
+import type { KvBits, KvEngine, SamplingParams, SeqInput } from "../engine/types.ts";
+import { EngineError } from "../engine/types.ts";
+import { rng, summarize } from "./stats.ts";
+
+export interface SweepConfig {
+  kvBits: KvBits[];
+  batches: number[];
+  contexts: number[];
+  decodeSteps: number;
+  tokenRange: [number, number];
+  seed: number;
+  onPoint?: () => void;
+}
+
+export interface SweepPoint {
+  kvBits: KvBits;
+  context: number;
+  batch: number;
+  maxBatch: number; // sequences of context+decodeSteps tokens the pool holds (maxSeqs-capped)
+  maxBatchByMemory: number; // the same, before the maxSeqs cap
+  kvBytesPerToken: number;
+  status: "ok" | "does not fit" | "oom";
+  decodeContext: number; // tokens per sequence when the timed decode starts (see runGroup)
+  prefillTokPerS: number; // the group's chunked prefill of its largest batch
+  decodeTokPerS: number;
+  decodeStepMs: { mean: number; median: number; p99: number };
+}
+
+const GREEDY: SamplingParams = {
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  repetitionPenalty: 1,
+  nPrompt: 0,
+  minTokens: 0,
+  stopIds: [],
+  seed: 0n,
+  logitBias: new Map(),
+};
+
+/** Sequences of `len` tokens at kvBits that fit the whole pool (pagesNeeded x page bytes). */
+export function capacity(engine: KvEngine, kvBits: KvBits, len: number) {
+  const info = engine.info();
+  const need = engine.pagesNeeded(kvBits, 0, len);
+  const bytes = need.quant * info.kinds[kvBits].pageBytes + need.fp16 * info.kinds[16].pageBytes;
+  const byMemory = bytes > 0 ? Math.floor(info.kvPoolBytes / bytes) : Infinity;
+  return { byMemory, capped: Math.min(byMemory, info.maxSeqs) };
+}
+
+/** Appends `n` random tokens to each listed sequence in chunked steps of <= max_step_tokens. */
+async function extend(engine: KvEngine, seqs: number[], n: number, tok: () => number) {
+  const { maxStepTokens } = engine.info();
+  const fed = seqs.map(() => 0);
+  while (fed.some((f) => f < n)) {
+    let budget = maxStepTokens;
+    const inputs: SeqInput[] = [];
+    for (let i = 0; i < seqs.length && budget > 0; i++) {
+      const k = Math.min(n - fed[i], budget);
+      if (k <= 0) continue;
+      inputs.push({
+        seq: seqs[i],
+        tokens: Array.from({ length: k }, tok),
+        sample: false,
+        wantLogprobs: false,
+      });
+      fed[i] += k;
+      budget -= k;
+    }
+    await engine.step(inputs, { topN: 0 });
+  }
+}
+
+/** One untimed decode step (lazy allocations, graph capture), then K timed ones. */
+async function timeDecode(engine: KvEngine, seqs: number[], steps: number, tok: () => number) {
+  let next = seqs.map(() => tok());
+  const times: number[] = [];
+  for (let k = 0; k <= steps; k++) {
+    const s = performance.now();
+    const res = await engine.step(
+      seqs.map((seq, i) => ({ seq, tokens: [next[i]], sample: true, wantLogprobs: false })),
+      { topN: 0 },
+    );
+    if (k > 0) times.push(performance.now() - s);
+    next = res.outputs.map((o) => o?.token ?? tok());
+  }
+  const st = summarize(times);
+  const total = times.reduce((a, b) => a + b, 0) / 1000;
+  return {
+    decodeTokPerS: (seqs.length * steps) / total,
+    decodeStepMs: { mean: st.mean, median: st.median, p99: st.p99 },
+  };
+}
+
+/**
+ * One (kv_bits, context) group. Prefilling every batch size from scratch would cost the sum of
+ * the batches x context tokens (minutes on a GPU at 8B scale), so the largest batch is
+ * prefilled once and each batch size, ascending, decodes the first B of those sequences.
+ * Decoding lengthens them, so before batch i the newly included sequences catch up: all B
+ * sequences then hold exactly context + i x (K+1) tokens, reported as decodeContext.
+ */
+async function runGroup(
+  engine: KvEngine,
+  kvBits: KvBits,
+  context: number,
+  batches: number[],
+  cfg: SweepConfig,
+): Promise<
+  Pick<SweepPoint, "decodeContext" | "prefillTokPerS" | "decodeTokPerS" | "decodeStepMs">[]
+> {
+  const rand = rng(cfg.seed + context * 31 + kvBits);
+  const [lo, hi] = cfg.tokenRange;
+  const tok = () => lo + Math.floor(rand() * (hi - lo));
+  const seqs: number[] = [];
+  try {
+    const bMax = Math.max(...batches);
+    for (let i = 0; i < bMax; i++) {
+      seqs.push(engine.createSeq(kvBits));
+      engine.setSampling(seqs[i], GREEDY);
+    }
+    const t0 = performance.now();
+    await extend(engine, seqs, context, tok);
+    const prefillTokPerS = (bMax * context) / ((performance.now() - t0) / 1000);
+    const out = [];
+    let prev = 0;
+    for (const [i, b] of batches.entries()) {
+      const drift = i * (cfg.decodeSteps + 1);
+      if (drift > 0) await extend(engine, seqs.slice(prev, b), drift, tok);
+      prev = b;
+      const d = await timeDecode(engine, seqs.slice(0, b), cfg.decodeSteps, tok);
+      out.push({ decodeContext: context + drift, prefillTokPerS, ...d });
+      cfg.onPoint?.();
+    }
+    return out;
+  } finally {
+    for (const s of seqs) engine.freeSeq(s);
+  }
+}
+
+export async function runSweep(engine: KvEngine, cfg: SweepConfig): Promise<SweepPoint[]> {
+  const out: SweepPoint[] = [];
+  const nan = { mean: NaN, median: NaN, p99: NaN };
+  const batches = [...new Set(cfg.batches)].sort((a, b) => a - b);
+  for (const kvBits of cfg.kvBits) {
+    for (const context of cfg.contexts) {
+      // The longest a sequence gets: context + one (K+1) drift per batch size.
+      const longest = context + batches.length * (cfg.decodeSteps + 1);
+      const cap = capacity(engine, kvBits, longest);
+      const base = {
+        kvBits,
+        context,
+        maxBatch: cap.capped,
+        maxBatchByMemory: cap.byMemory,
+        kvBytesPerToken: engine.info().kinds[kvBits].tokenBytes,
+      };
+      const miss = { prefillTokPerS: NaN, decodeTokPerS: NaN, decodeStepMs: nan };
+      const fits = longest <= engine.maxPosition ? batches.filter((b) => b <= cap.capped) : [];
+      let results: Awaited<ReturnType<typeof runGroup>> | null = null;
+      if (fits.length) {
+        try {
+          results = await runGroup(engine, kvBits, context, fits, cfg);
+        } catch (e) {
+          // Slab fragmentation can make a "fitting" batch fail; report it, keep sweeping.
+          if (!(e instanceof EngineError && e.code === "oom")) throw e;
+        }
+      }
+      for (const batch of batches) {
+        const i = fits.indexOf(batch);
+        if (i >= 0 && results) out.push({ ...base, batch, status: "ok", ...results[i] });
+        else {
+          const status = i >= 0 ? "oom" : "does not fit";
+          out.push({ ...base, batch, status, decodeContext: NaN, ...miss });
+          if (i < 0 || !results) cfg.onPoint?.();
+        }
+      }
+    }
+  }
+  return out;
+}
