@@ -1,0 +1,775 @@
+// decode_attention.cu: paged decode attention (one query row per sequence) over fp16, NSN-2 and
+// NSN-1 pages in one launch, with split-KV and a reduce kernel. See KERNELS.md for the design
+// and the measurements behind it; quant/nsn_attend.cpp is the CPU reference of the math.
+//
+// Grid (split, kv head x head group, sequence); 256 threads = 2 window groups x 4 token slices.
+// A thread block owns a range of windows of one sequence and KV head and the (up to 8) query
+// heads that share it, so the pages are read once. Pages stream through a cp.async ring of
+// shared-memory stages (one fp16 window, or up to 12 quantized windows, per stage). Warp (G, s)
+// handles tokens [16s, 16s+16) of the stage's windows G, G+2, ... with its own online-softmax
+// state; warps are merged at the end. All products run on tensor cores (mma.m16n8k16):
+//   scores^T[16 tok x 8 heads] = Y^[tok x d] (codes) . (Hq)^T  +  T[tok x d] . AB[d x heads]
+//   out^T  [16 ch x 8 heads]  += Y^T[ch x tok] . (p s1 s2')^T[tok x heads]
+// The code rows Y^ come straight from the codebook in shared memory: ldmatrix takes one row
+// address per lane, so each lane points at C[code] (8 copies of the codebook, one per bank
+// group, make the gather conflict-free); 2-bit signs are XORed into the fragments. T is the
+// fixed cos/sin(delta theta) table (registers) and AB the per-window mean coefficients
+// (A_i, B_i of nsn_attend.cpp), so the RoPE'd window mean costs one extra mma per k-step.
+// The value mean adds (sum_t p s1) o^V per window into a second accumulator in the original
+// basis; the code-part accumulator stays in the Hadamard basis and is rotated back once, at the
+// end (warp-level FWHT over the fragment layout), where the two are summed.
+#include <math.h>
+
+#include <mutex>
+
+#include "../backend.h"
+#include "../kv_layout.h"
+#include "decode_attention.cuh"
+#include "nsn_math.cuh"
+
+namespace nsn {
+namespace gpu {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr float kS1EpsDev = 1e-6f;  // == kS1Eps (quant/quant_internal.h)
+
+template <int D>
+struct Cfg {
+  static constexpr int KS = D / 16;  // k-steps over channels (QK) = m-tiles over channels (PV)
+  static constexpr int NS = D / kSub;
+  static constexpr int H = D / 2;
+  static constexpr int E = D / 32;
+  static constexpr int STAGE = 2 * kWindow * D * 2 > 32768 ? 2 * kWindow * D * 2 : 32768;
+  static constexpr int NSTAGE = D <= 128 ? 4 : 2;  // fp16: 3 (1) windows in flight per SM
+  static constexpr int NWQ_CAP = D <= 128 ? 12 : 6;
+  static constexpr int ABW = D / 8 + 4;  // words per (head, lane%4) row of AB / QW (+4: no bank conflicts)
+  static constexpr int AB_WORDS = kHeadsPerCta * 4 * ABW;
+  // per-window prep record (bytes): (s1, s1*s2') per token for K and V, o^V (permuted), AB
+  static constexpr int P_S1K = 0, P_S1V = 512, P_OV = 1024, P_AB = 1024 + 4 * D;
+  static constexpr int PREP = P_AB + 4 * AB_WORDS;
+  // shared memory map (bytes)
+  static constexpr int CB = 0;  // fp16 codebook x 8 copies: [256][8 copies][8]
+  static constexpr int RING = 32768;
+  static constexpr int PREPS = RING + NSTAGE * STAGE;
+  static constexpr int QF = PREPS + NWQ_CAP * PREP;  // fp32 q [8][D]
+  static constexpr int QW = QF + kHeadsPerCta * D * 4;  // fp16 q B-fragments [2 (hi, lo)][8][4][ABW]
+  static constexpr int WML = QW + 2 * AB_WORDS * 4;     // per-warp (m, l) [2][8 warps][8 heads]
+  static constexpr int TOTAL = WML + 2 * 8 * kHeadsPerCta * 4;
+  static_assert(TOTAL <= 232448, "shared memory");
+  static_assert(PREP % 16 == 0 && (ABW * 4) % 16 == 0, "alignment");
+};
+
+struct FastArgs {
+  const uint8_t* arena;
+  const DecodeSeq* seqs;
+  const float* q;
+  __nv_bfloat16* out;
+  float* ws_acc;
+  float* ws_ml;
+  const float* inv_freq;
+  const float* cb1;
+  const float* cb2;
+  int n_heads, n_kv_heads, group, hgroups, layer, n_splits, hadamard;
+  float scale_log2;
+};
+
+// 2-bit signs. Words hold 4 sign bytes (sub-vectors 4u..4u+3), pre-shifted right by the lane's
+// bit offset, so byte k's two (K) or one (V) bits sit at 8k, 8k+1. The mask flips fp16 halves.
+// K fragment: rows = tokens, k = channels 2tq, 2tq+1 of the sub-vector -> bits 8k, 8k+1.
+__device__ __forceinline__ uint32_t sign_mask_k(uint32_t w, int k) {
+  return ((w >> (8 * k)) & 1u) << 15 | ((w >> (8 * k + 1)) & 1u) << 31;
+}
+// Transposed V fragment: channel gr of the sub-vector for tokens t0 (w0) and t0+1 (w1).
+__device__ __forceinline__ uint32_t sign_mask_v(uint32_t w0, uint32_t w1, int k) {
+  return ((w0 >> (8 * k)) & 1u) << 15 | ((w1 >> (8 * k)) & 1u) << 31;
+}
+
+template <int D>
+__device__ __forceinline__ void load_row_words(const uint8_t* p, uint32_t (&w)[D / 32]) {
+  // D/8 bytes = D/32 words, 16-byte aligned when D >= 128
+  if constexpr (D >= 128) {
+#pragma unroll
+    for (int i = 0; i < D / 128; i++) {
+      const uint4 u = reinterpret_cast<const uint4*>(p)[i];
+      w[4 * i] = u.x;
+      w[4 * i + 1] = u.y;
+      w[4 * i + 2] = u.z;
+      w[4 * i + 3] = u.w;
+    }
+  } else {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    w[0] = u.x;
+    w[1] = u.y;
+  }
+}
+
+// Rotates the warp's accumulators (C fragments, channel 16m + 8(e>>1) + lane/4) from the
+// Hadamard basis back to the original one: out = H acc.
+template <int D>
+__device__ __forceinline__ void acc_fwht(float (&acc)[D / 16][4], int lane) {
+  constexpr int KS = D / 16;
+#pragma unroll
+  for (int sh = 4; sh <= 16; sh <<= 1) {
+    const bool lower = !(lane & sh);
+#pragma unroll
+    for (int m = 0; m < KS; m++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const float o = __shfl_xor_sync(kFull, acc[m][e], sh);
+        acc[m][e] = lower ? acc[m][e] + o : o - acc[m][e];
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < KS; m++) {
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      const float a = acc[m][e], b = acc[m][e + 2];
+      acc[m][e] = a + b;
+      acc[m][e + 2] = a - b;
+    }
+  }
+#pragma unroll
+  for (int h = 1; h < KS; h <<= 1) {
+#pragma unroll
+    for (int m = 0; m < KS; m++) {
+      if (!(m & h)) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const float a = acc[m][e], b = acc[m + h][e];
+          acc[m][e] = a + b;
+          acc[m + h][e] = a - b;
+        }
+      }
+    }
+  }
+  const float norm = rsqrtf((float)D);
+#pragma unroll
+  for (int m = 0; m < KS; m++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[m][e] *= norm;
+}
+
+// Online-softmax step for one 16-token x 8-head score tile held in C-fragment layout
+// (s[0]: token gr / head 2tq, s[1]: gr / 2tq+1, s[2]: gr+8 / 2tq, s[3]: gr+8 / 2tq+1).
+// Turns s into probabilities, rescales acc and l when the running max moves.
+template <int D>
+__device__ __forceinline__ void softmax_step(float (&s)[4], float (&m)[2], float (&l)[2],
+                                             float (&acc)[D / 16][4], float (&acc_o)[D / 16][4]) {
+  float mx0 = fmaxf(s[0], s[2]), mx1 = fmaxf(s[1], s[3]);
+#pragma unroll
+  for (int o = 4; o <= 16; o <<= 1) {
+    mx0 = fmaxf(mx0, __shfl_xor_sync(kFull, mx0, o));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(kFull, mx1, o));
+  }
+  const float n0 = fmaxf(m[0], mx0), n1 = fmaxf(m[1], mx1);
+  const bool dead0 = n0 == -INFINITY, dead1 = n1 == -INFINITY;
+  const float a0 = dead0 ? 1.0f : exp2f(m[0] - n0), a1 = dead1 ? 1.0f : exp2f(m[1] - n1);
+  s[0] = dead0 ? 0.0f : exp2f(s[0] - n0);
+  s[2] = dead0 ? 0.0f : exp2f(s[2] - n0);
+  s[1] = dead1 ? 0.0f : exp2f(s[1] - n1);
+  s[3] = dead1 ? 0.0f : exp2f(s[3] - n1);
+  if (__any_sync(kFull, a0 != 1.0f || a1 != 1.0f)) {
+#pragma unroll
+    for (int k = 0; k < D / 16; k++) {
+      acc[k][0] *= a0;
+      acc[k][1] *= a1;
+      acc[k][2] *= a0;
+      acc[k][3] *= a1;
+      acc_o[k][0] *= a0;
+      acc_o[k][1] *= a1;
+      acc_o[k][2] *= a0;
+      acc_o[k][3] *= a1;
+    }
+    l[0] *= a0;
+    l[1] *= a1;
+  }
+  m[0] = n0;
+  m[1] = n1;
+  l[0] += s[0] + s[2];
+  l[1] += s[1] + s[3];
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
+  using C = Cfg<D>;
+  constexpr int KS = C::KS, NS = C::NS, H = C::H, E = C::E;
+  NSN_DYNAMIC_SMEM(uint8_t, smem);
+  // Scalars that are uniform across the warp go through __shfl_sync(.., 0) so the compiler can
+  // prove it: otherwise every shuffle below becomes a divergence-safe (collective) loop.
+  const int tid = threadIdx.x, lane = tid & 31, warp = __shfl_sync(kFull, tid >> 5, 0);
+  const int gr = lane >> 2, tq = lane & 3;  // mma fragment row group / column pair
+  const int grp = warp >> 2, sl = warp & 3;  // window group, 16-token slice
+
+  const int seq = blockIdx.z, split = blockIdx.x;
+  const DecodeSeq sq = a.seqs[seq];
+  const int kv_bits = __shfl_sync(kFull, sq.kv_bits, 0);
+  const int n_ctx = __shfl_sync(kFull, sq.n_ctx, 0);
+  const int q_row = __shfl_sync(kFull, sq.q_row, 0);
+  const int kvh = blockIdx.y / a.hgroups, hg = blockIdx.y % a.hgroups;
+  const int head0 = kvh * a.group + hg * kHeadsPerCta;
+  const int nh = min(kHeadsPerCta, a.group - hg * kHeadsPerCta);
+  const int n_windows = (n_ctx + kWindow - 1) / kWindow;
+  const bool quant = kv_bits != 16;
+  const int kind = kind_of_bits(kv_bits);
+  const int nq = quant ? n_ctx / kWindow : 0;
+  const int per = (n_windows + a.n_splits - 1) / a.n_splits;
+  const int w0 = split * per, w1 = min(n_windows, w0 + per);
+
+  if (w0 >= w1) {  // nothing in this range (only with n_splits > 1): an empty partial
+    for (int idx = tid; idx < nh * D; idx += kThreads) {
+      const size_t r = ((size_t)seq * a.n_heads + head0 + idx / D) * a.n_splits + split;
+      a.ws_acc[r * D + idx % D] = 0.0f;
+      if (idx % D == 0) {
+        a.ws_ml[2 * r] = -INFINITY;
+        a.ws_ml[2 * r + 1] = 0.0f;
+      }
+    }
+    return;
+  }
+
+  const NsnBlockLayout L = nsn_block_layout(quant ? kv_bits : 1, D);
+  const uint32_t bb = quant ? L.bytes : 0;                 // bytes of one K (or V) block
+  const int nwq = quant ? min(C::NWQ_CAP, C::STAGE / (int)(2 * bb)) : 1;
+  const uint64_t blk_off =
+      block_offset(kind, D, NSN_QUANT_NSN, a.n_kv_heads, a.layer, kvh, 0);  // K block; V follows
+  const uint64_t f16_off = block_offset(KV_F16, D, 0, a.n_kv_heads, a.layer, kvh, 0);
+  const int nqs = max(0, min(w1, nq) - w0);  // quantized windows in range
+  const int n_qst = (nqs + nwq - 1) / nwq;
+  const int n_st = n_qst + (w1 - w0 - nqs);
+
+  float* qf = reinterpret_cast<float*>(smem + C::QF);
+  uint32_t* qw = reinterpret_cast<uint32_t*>(smem + C::QW);
+  float* wm = reinterpret_cast<float*>(smem + C::WML);
+  float* wl = wm + 8 * kHeadsPerCta;
+
+  // ---- setup: q, H q, codebook copies, fragments ----
+  for (int idx = tid; idx < kHeadsPerCta * D; idx += kThreads) {
+    const int n = idx / D;
+    qf[idx] = n < nh ? a.q[((size_t)q_row * a.n_heads + head0 + n) * D + idx % D] : 0.0f;
+  }
+  if (quant) {
+    const float* cbg = kv_bits == 1 ? a.cb1 : a.cb2;
+    for (int e = tid; e < 256 * 8; e += kThreads) {
+      const int c = e >> 3, r = e & 7;
+      const float4 u = reinterpret_cast<const float4*>(cbg + c * kSub)[0];
+      const float4 v = reinterpret_cast<const float4*>(cbg + c * kSub)[1];
+      uint4 h;
+      h.x = pack_half2(u.x, u.y);
+      h.y = pack_half2(u.z, u.w);
+      h.z = pack_half2(v.x, v.y);
+      h.w = pack_half2(v.z, v.w);
+      *reinterpret_cast<uint4*>(smem + C::CB + c * 128 + r * 16) = h;
+    }
+  }
+  __syncthreads();
+  float* qh = reinterpret_cast<float*>(smem + C::RING);  // scratch until the ring starts
+  for (int idx = tid; idx < kHeadsPerCta * 4 * KS * 2; idx += kThreads) {
+    const int n = idx / (4 * KS * 2), t4 = (idx / (KS * 2)) % 4, s = (idx >> 1) % KS, r = idx & 1;
+    const int c = 16 * s + 2 * t4 + 8 * r;
+    // q = hi + lo in fp16: fp16 keys then see q to ~fp32 accuracy (two mma per k-step)
+    const float a0 = qf[n * D + c], a1 = qf[n * D + c + 1];
+    const float h0 = __half2float(__float2half_rn(a0)), h1 = __half2float(__float2half_rn(a1));
+    qw[(n * 4 + t4) * C::ABW + 2 * s + r] = pack_half2(h0, h1);
+    qw[C::AB_WORDS + (n * 4 + t4) * C::ABW + 2 * s + r] = pack_half2(a0 - h0, a1 - h1);
+  }
+  {
+    float v[E];
+#pragma unroll
+    for (int j = 0; j < E; j++) v[j] = qf[warp * D + lane * E + j];
+    if (a.hadamard) warp_fwht<E>(v, lane);
+#pragma unroll
+    for (int j = 0; j < E; j++) qh[warp * D + lane * E + j] = v[j];
+  }
+  __syncthreads();
+  uint32_t qhf[KS][2], tf[KS][4];
+  // acc: code part of quantized windows (Hadamard basis); acc_o: original basis (value means
+  // of quantized windows, fp16 windows). out = (H acc + acc_o) / l.
+  float acc[KS][4], acc_o[KS][4];
+#pragma unroll
+  for (int s = 0; s < KS; s++) {
+    const int c = 16 * s + 2 * tq;
+    qhf[s][0] = pack_half2(qh[gr * D + c], qh[gr * D + c + 1]);
+    qhf[s][1] = pack_half2(qh[gr * D + c + 8], qh[gr * D + c + 9]);
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[s][e] = acc_o[s][e] = 0.0f;
+  }
+  if (quant) {  // T fragment: rows delta = 16 sl + gr (+8), k = 2i (cos) / 2i+1 (sin)
+#pragma unroll
+    for (int s = 0; s < KS; s++) {
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const int delta = 16 * sl + gr + 8 * (r & 1), i = 8 * s + tq + 4 * (r >> 1);
+        float sn, cs;
+        sincosf(__fmul_rn((float)delta, a.inv_freq[i]), &sn, &cs);
+        tf[s][r] = pack_half2(cs, sn);
+      }
+    }
+  }
+  __syncthreads();  // qh scratch is dead from here
+
+  float step_c = 1.0f, step_s = 0.0f;  // rotation by (kThreads / H) windows for pair tid % H
+  if (quant) sincosf((float)(kThreads / H * kWindow) * a.inv_freq[tid % H], &step_s, &step_c);
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+
+  auto issue = [&](int i) {
+    if (i < n_st) {
+      uint8_t* buf = smem + C::RING + (i % C::NSTAGE) * C::STAGE;
+      if (i < n_qst) {
+        const int ws = w0 + i * nwq, nw = min(nwq, nqs - i * nwq);
+        const int chunks = (int)(2 * bb / 16);
+        const uint32_t dst0 = smem_addr(buf);
+        for (int wi = 0; wi < nw; wi++) {  // no division; one page-table read per window
+          const uint8_t* src = a.arena + sq.page_off[ws + wi] + blk_off;
+          for (int ch = tid; ch < chunks; ch += kThreads) cp_async16(dst0 + wi * 2 * bb + ch * 16, src + ch * 16);
+        }
+      } else {
+        const int w = w0 + nqs + (i - n_qst);
+        const int n_valid = min(kWindow, n_ctx - w * kWindow);
+        const uint8_t* page = a.arena + sq.page_off[w] + f16_off;
+        constexpr int CH = D / 8;  // 16-byte chunks per row
+        for (int idx = tid; idx < 2 * kWindow * CH; idx += kThreads) {
+          const int part = idx / (kWindow * CH), t = (idx / CH) % kWindow, ch = idx % CH;
+          const bool valid = t < n_valid;
+          const uint8_t* src = page + (size_t)part * kWindow * D * 2 + (valid ? t * D * 2 + ch * 16 : 0);
+          cp_async16(smem_addr(buf + part * kWindow * D * 2 + t * D * 2 + ((ch ^ (t & 7)) << 4)), src, valid);
+        }
+      }
+    }
+    cp_async_commit();
+  };
+
+#pragma unroll 1
+  for (int i = 0; i < C::NSTAGE - 1; i++) issue(i);
+
+  const uint32_t cb_lane = smem_addr(smem + C::CB) + (lane & 7) * 16;
+#pragma unroll 1
+  for (int i = 0; i < n_st; i++) {
+    cp_async_wait<C::NSTAGE - 2>();
+    __syncthreads();
+    issue(i + C::NSTAGE - 1);
+    uint8_t* buf = smem + C::RING + (i % C::NSTAGE) * C::STAGE;
+    if (i < n_qst) {
+      // ---------------- quantized windows ----------------
+      const int ws = w0 + i * nwq, nw = min(nwq, nqs - i * nwq);
+      // prep (one pass, one barrier): per token (s1, s1*s2') of K and V; per window and rotary
+      // pair the mean coefficients A_i, B_i of every head (o' = RoPE(o^K, pos0)); o^V.
+      for (int idx = tid; idx < nw * kWindow; idx += kThreads) {
+        const int wi = idx >> 6, t = idx & 63;
+        uint8_t* rec = smem + C::PREPS + wi * C::PREP;
+#pragma unroll
+        for (int part = 0; part < 2; part++) {
+          const uint8_t* blk = buf + wi * 2 * bb + part * bb;
+          const float mn = half_at(blk + L.s1meta), st = half_at(blk + L.s1meta + 2);
+          const int code = (blk[L.s1q + (t >> 1)] >> ((t & 1) * 4)) & 15;
+          const float s1 = fmaxf(u4_value(mn, st, code), kS1EpsDev);
+          reinterpret_cast<float2*>(rec + (part ? C::P_S1V : C::P_S1K))[t] = make_float2(s1, s1 * half_at(blk + L.s2 + 2 * t));
+        }
+      }
+      // This thread's rotary pair ii is fixed (kThreads % H == 0); its windows are kThreads/H
+      // apart, so after one sincosf the rotation to each next window start is a complex product.
+      float rc = 1.0f, rs = 0.0f;
+      for (int idx = tid; idx < nw * H; idx += kThreads) {
+        const int wi = idx / H, ii = idx % H;
+        uint8_t* rec = smem + C::PREPS + wi * C::PREP;
+        const uint8_t* kb = buf + wi * 2 * bb;
+        const int g32 = ii / 32;  // ii and ii + H: groups g32 and g32 + H/32
+        const float oa = u4_value(half_at(kb + L.ometa + 2 * g32), half_at(kb + L.ometa + 2 * (D / 32 + g32)),
+                                  (kb[L.oq + (ii >> 1)] >> ((ii & 1) * 4)) & 15);
+        const int gb = g32 + H / 32, ib = ii + H;
+        const float ob = u4_value(half_at(kb + L.ometa + 2 * gb), half_at(kb + L.ometa + 2 * (D / 32 + gb)),
+                                  (kb[L.oq + (ib >> 1)] >> ((ib & 1) * 4)) & 15);
+        if (idx == tid) {
+          sincosf(__fmul_rn((float)((ws + wi) * kWindow), a.inv_freq[ii]), &rs, &rc);
+        } else {
+          const float c2 = rc * step_c - rs * step_s;
+          rs = rs * step_c + rc * step_s;
+          rc = c2;
+        }
+        const float cs = rc, sn = rs;
+        const float ra = oa * cs - ob * sn, rb = ob * cs + oa * sn;
+        uint32_t* ab = reinterpret_cast<uint32_t*>(rec + C::P_AB) + ((ii & 3) * C::ABW + 2 * (ii >> 3) + ((ii >> 2) & 1));
+        for (int n = 0; n < nh; n++) {
+          const float qa = qf[n * D + ii], qb = qf[n * D + ii + H];
+          ab[n * 4 * C::ABW] = pack_half2(qa * ra + qb * rb, qb * ra - qa * rb);
+        }
+      }
+      for (int wi = warp; wi < nw; wi += 8) {
+        uint8_t* rec = smem + C::PREPS + wi * C::PREP;
+        const uint8_t* vb = buf + wi * 2 * bb + bb;
+        float v[E];
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+          const int c = lane * E + j, g32 = c / 32;
+          v[j] = u4_value(half_at(vb + L.ometa + 2 * g32), half_at(vb + L.ometa + 2 * (D / 32 + g32)),
+                          (vb[L.oq + (c >> 1)] >> ((c & 1) * 4)) & 15);
+        }
+        float* ov = reinterpret_cast<float*>(rec + C::P_OV);  // permuted to the C-fragment order
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+          const int c = lane * E + j;
+          ov[((c & 7) * KS + (c >> 4)) * 2 + ((c >> 3) & 1)] = v[j];
+        }
+      }
+      __syncthreads();
+
+      // main: this warp's 16 tokens of windows grp, grp+2, ...
+      const int tA = 16 * sl + gr, tB = tA + 8;
+      const int tokK = 16 * sl + (lane & 7) + 8 * ((lane >> 3) & 1), pK = lane >> 4;
+      const int tokV = 16 * sl + 8 * (lane >> 4) + (lane & 7), pV = (lane >> 3) & 1;
+#pragma unroll 1
+      for (int wi = grp; wi < nw; wi += 2) {
+        const uint8_t* kb = buf + wi * 2 * bb;
+        const uint8_t* vb = kb + bb;
+        const uint8_t* rec = smem + C::PREPS + wi * C::PREP;
+        // scores: two accumulator chains each for the code and the mean part (shorter latency)
+        float xc[2][4] = {}, yc[2][4] = {};
+        {
+          uint32_t cw[E];
+          load_row_words<D>(kb + L.codes + tokK * NS, cw);
+          uint32_t sa[E], sb[E];
+          if (kv_bits == 2) {
+            load_row_words<D>(kb + L.signs + tA * NS, sa);
+            load_row_words<D>(kb + L.signs + tB * NS, sb);
+#pragma unroll
+            for (int k = 0; k < E; k++) {
+              sa[k] >>= 2 * tq;
+              sb[k] >>= 2 * tq;
+            }
+          }
+          const uint32_t* abr = reinterpret_cast<const uint32_t*>(rec + C::P_AB) + (gr * 4 + tq) * C::ABW;
+#pragma unroll
+          for (int s = 0; s < KS; s++) {
+            uint32_t fa[4];
+            const uint32_t code = (cw[s >> 1] >> ((2 * (s & 1) + pK) * 8)) & 0xffu;
+            ldmatrix_x4(fa, cb_lane + code * 128);
+            if (kv_bits == 2) {
+              fa[0] ^= sign_mask_k(sa[s >> 1], 2 * (s & 1));
+              fa[1] ^= sign_mask_k(sb[s >> 1], 2 * (s & 1));
+              fa[2] ^= sign_mask_k(sa[s >> 1], 2 * (s & 1) + 1);
+              fa[3] ^= sign_mask_k(sb[s >> 1], 2 * (s & 1) + 1);
+            }
+            mma_16816(xc[s & 1], fa, qhf[s][0], qhf[s][1]);
+            const uint2 abw = *reinterpret_cast<const uint2*>(abr + 2 * s);
+            mma_16816(yc[s & 1], tf[s], abw.x, abw.y);
+          }
+        }
+        const float2* s1k = reinterpret_cast<const float2*>(rec + C::P_S1K);
+        const float2* s1v = reinterpret_cast<const float2*>(rec + C::P_S1V);
+        const float2 kA = s1k[tA], kB = s1k[tB];  // (s1, s1 s2')
+        float sc[4];
+        sc[0] = (kA.y * (xc[0][0] + xc[1][0]) + kA.x * (yc[0][0] + yc[1][0])) * a.scale_log2;
+        sc[1] = (kA.y * (xc[0][1] + xc[1][1]) + kA.x * (yc[0][1] + yc[1][1])) * a.scale_log2;
+        sc[2] = (kB.y * (xc[0][2] + xc[1][2]) + kB.x * (yc[0][2] + yc[1][2])) * a.scale_log2;
+        sc[3] = (kB.y * (xc[0][3] + xc[1][3]) + kB.x * (yc[0][3] + yc[1][3])) * a.scale_log2;
+        if (2 * tq >= nh) sc[0] = sc[2] = -INFINITY;
+        if (2 * tq + 1 >= nh) sc[1] = sc[3] = -INFINITY;
+        softmax_step<D>(sc, m_run, l_run, acc, acc_o);
+        // values: code part on tensor cores (Hadamard basis), mean part (sum p s1) o^V (original basis)
+        const float2 vA = s1v[tA], vB = s1v[tB];
+        const uint32_t pb0 = movmatrix_trans(pack_half2(sc[0] * vA.y, sc[1] * vA.y));
+        const uint32_t pb1 = movmatrix_trans(pack_half2(sc[2] * vB.y, sc[3] * vB.y));
+        float mw0 = sc[0] * vA.x + sc[2] * vB.x, mw1 = sc[1] * vA.x + sc[3] * vB.x;
+#pragma unroll
+        for (int o = 4; o <= 16; o <<= 1) {
+          mw0 += __shfl_xor_sync(kFull, mw0, o);
+          mw1 += __shfl_xor_sync(kFull, mw1, o);
+        }
+        {
+          uint32_t cw[E];
+          load_row_words<D>(vb + L.codes + tokV * NS, cw);
+          uint32_t r0[E], r1[E], r2[E], r3[E];
+          if (kv_bits == 2) {
+            const uint8_t* sg = vb + L.signs + (16 * sl + 2 * tq) * NS;
+            load_row_words<D>(sg, r0);
+            load_row_words<D>(sg + NS, r1);
+            load_row_words<D>(sg + 8 * NS, r2);
+            load_row_words<D>(sg + 9 * NS, r3);
+#pragma unroll
+            for (int k = 0; k < E; k++) {
+              r0[k] >>= gr;
+              r1[k] >>= gr;
+              r2[k] >>= gr;
+              r3[k] >>= gr;
+            }
+          }
+          const float* ov = reinterpret_cast<const float*>(rec + C::P_OV) + gr * KS * 2;
+#pragma unroll
+          for (int m = 0; m < KS; m++) {
+            uint32_t fa[4];
+            const uint32_t code = (cw[m >> 1] >> ((2 * (m & 1) + pV) * 8)) & 0xffu;
+            ldmatrix_x4_trans(fa, cb_lane + code * 128);
+            if (kv_bits == 2) {
+              const int b0 = 2 * (m & 1);  // byte of sub-vector 2m in its word; 2m+1 is b0+1
+              fa[0] ^= sign_mask_v(r0[m >> 1], r1[m >> 1], b0);
+              fa[1] ^= sign_mask_v(r0[m >> 1], r1[m >> 1], b0 + 1);
+              fa[2] ^= sign_mask_v(r2[m >> 1], r3[m >> 1], b0);
+              fa[3] ^= sign_mask_v(r2[m >> 1], r3[m >> 1], b0 + 1);
+            }
+            mma_16816(acc[m], fa, pb0, pb1);
+            const float2 h = *reinterpret_cast<const float2*>(ov + 2 * m);
+            acc_o[m][0] += mw0 * h.x;
+            acc_o[m][1] += mw1 * h.x;
+            acc_o[m][2] += mw0 * h.y;
+            acc_o[m][3] += mw1 * h.y;
+          }
+        }
+      }
+    } else {
+      // ---------------- one fp16 window (the tail, or a kv_bits 16 page) ----------------
+      const int w = w0 + nqs + (i - n_qst);
+      const int n_valid = min(kWindow, n_ctx - w * kWindow);
+      if (grp == 0 && 16 * sl < n_valid) {
+        const uint32_t kbase = smem_addr(buf), vbase = kbase + kWindow * D * 2;
+        const int tokK = 16 * sl + (lane & 7) + 8 * ((lane >> 3) & 1), pK = lane >> 4;
+        const int tokV = 16 * sl + 8 * (lane >> 4) + (lane & 7), pV = (lane >> 3) & 1;
+        const uint32_t* qwr = qw + (gr * 4 + tq) * C::ABW;
+        // four independent accumulator chains (q hi / lo x even / odd k-steps): the mma latency
+        // chain per window is KS/2 deep instead of 2*KS
+        float xc[4][4] = {};
+#pragma unroll
+        for (int s = 0; s < KS; s++) {
+          uint32_t fa[4];
+          ldmatrix_x4(fa, kbase + tokK * D * 2 + (((2 * s + pK) ^ (tokK & 7)) << 4));
+          const uint2 b = *reinterpret_cast<const uint2*>(qwr + 2 * s);
+          const uint2 bl = *reinterpret_cast<const uint2*>(qwr + C::AB_WORDS + 2 * s);
+          mma_16816(xc[2 * (s & 1)], fa, b.x, b.y);
+          mma_16816(xc[2 * (s & 1) + 1], fa, bl.x, bl.y);
+        }
+        const int tA = 16 * sl + gr, tB = tA + 8;
+        float sc[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) sc[e] = ((xc[0][e] + xc[2][e]) + (xc[1][e] + xc[3][e])) * a.scale_log2;
+        if (tA >= n_valid) sc[0] = sc[1] = -INFINITY;
+        if (tB >= n_valid) sc[2] = sc[3] = -INFINITY;
+        if (2 * tq >= nh) sc[0] = sc[2] = -INFINITY;
+        if (2 * tq + 1 >= nh) sc[1] = sc[3] = -INFINITY;
+        softmax_step<D>(sc, m_run, l_run, acc, acc_o);
+        const uint32_t pb0 = movmatrix_trans(pack_half2(sc[0], sc[1]));
+        const uint32_t pb1 = movmatrix_trans(pack_half2(sc[2], sc[3]));
+#pragma unroll
+        for (int m = 0; m < KS; m++) {
+          uint32_t fa[4];
+          ldmatrix_x4_trans(fa, vbase + tokV * D * 2 + (((2 * m + pV) ^ (tokV & 7)) << 4));
+          mma_16816(acc_o[m], fa, pb0, pb1);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+  if (quant && a.hadamard) acc_fwht<D>(acc, lane);
+#pragma unroll
+  for (int m = 0; m < KS; m++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[m][e] += acc_o[m][e];
+
+  // ---- merge the 8 warps, then write the result (or this split's partial) ----
+#pragma unroll
+  for (int o = 4; o <= 16; o <<= 1) {
+    l_run[0] += __shfl_xor_sync(kFull, l_run[0], o);
+    l_run[1] += __shfl_xor_sync(kFull, l_run[1], o);
+  }
+  __syncthreads();  // the ring is free
+  float* wacc = reinterpret_cast<float*>(smem + C::RING);  // [8 warps][8 heads][D]
+#pragma unroll
+  for (int m = 0; m < KS; m++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      wacc[(warp * kHeadsPerCta + 2 * tq + (e & 1)) * D + 16 * m + 8 * (e >> 1) + gr] = acc[m][e];
+    }
+  }
+  if (gr == 0) {
+    wm[warp * kHeadsPerCta + 2 * tq] = m_run[0];
+    wm[warp * kHeadsPerCta + 2 * tq + 1] = m_run[1];
+    wl[warp * kHeadsPerCta + 2 * tq] = l_run[0];
+    wl[warp * kHeadsPerCta + 2 * tq + 1] = l_run[1];
+  }
+  __syncthreads();
+  for (int idx = tid; idx < nh * D; idx += kThreads) {
+    const int n = idx / D, c = idx % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < 8; w++) M = fmaxf(M, wm[w * kHeadsPerCta + n]);
+    float Ls = 0.0f, A = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 8; w++) {
+      const float mw = wm[w * kHeadsPerCta + n];
+      const float f = mw == -INFINITY ? 0.0f : exp2f(mw - M);
+      Ls += wl[w * kHeadsPerCta + n] * f;
+      A += wacc[(w * kHeadsPerCta + n) * D + c] * f;
+    }
+    if (a.n_splits == 1) {
+      a.out[((size_t)q_row * a.n_heads + head0 + n) * D + c] = __float2bfloat16(Ls > 0.0f ? A / Ls : 0.0f);
+    } else {
+      const size_t r = ((size_t)seq * a.n_heads + head0 + n) * a.n_splits + split;
+      a.ws_acc[r * D + c] = A;
+      if (c == 0) {
+        a.ws_ml[2 * r] = M;
+        a.ws_ml[2 * r + 1] = Ls;
+      }
+    }
+  }
+}
+
+// One block per (head, sequence): out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M).
+__global__ void attn_reduce_kernel(const DecodeSeq* seqs, const float* ws_acc, const float* ws_ml,
+                                   int n_heads, int n_splits, int d, __nv_bfloat16* out) {
+  const int h = blockIdx.x, seq = blockIdx.y;
+  const size_t r0 = ((size_t)seq * n_heads + h) * n_splits;
+  float M = -INFINITY;
+  for (int s = 0; s < n_splits; s++) M = fmaxf(M, ws_ml[2 * (r0 + s)]);
+  const int q_row = seqs[seq].q_row;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    float Ls = 0.0f, A = 0.0f;
+    for (int s = 0; s < n_splits; s++) {
+      const float ms = ws_ml[2 * (r0 + s)];
+      const float f = ms == -INFINITY ? 0.0f : exp2f(ms - M);
+      Ls += ws_ml[2 * (r0 + s) + 1] * f;
+      A += ws_acc[(r0 + s) * d + c] * f;
+    }
+    out[((size_t)q_row * n_heads + h) * d + c] = __float2bfloat16(Ls > 0.0f ? A / Ls : 0.0f);
+  }
+}
+
+int sm_count() {
+  static int cache[64] = {0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
+  if (cache[dev] == 0) {
+    int n = 0;
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
+    cache[dev] = n;
+  }
+  return cache[dev];
+}
+
+template <int D>
+nsn_status launch_fast(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_t stream) {
+  using C = Cfg<D>;
+  static std::once_flag once;
+  static cudaError_t attr_err = cudaSuccess;
+  std::call_once(once, [] {
+    attr_err = cudaFuncSetAttribute(decode_attn_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::TOTAL);
+  });
+  if (attr_err != cudaSuccess) {
+    return set_error(NSN_E_BACKEND, "decode_attention: smem attribute (%d B): %s", C::TOTAL, cudaGetErrorString(attr_err));
+  }
+  FastArgs f{};
+  f.arena = a.arena;
+  f.seqs = a.seqs;
+  f.q = a.q;
+  f.out = a.out;
+  f.ws_acc = a.workspace;
+  f.ws_ml = a.workspace ? a.workspace + ws_acc_floats(a.g, a.n_seqs, p.n_splits) : nullptr;
+  f.inv_freq = a.g.inv_freq;
+  f.cb1 = a.g.codebook1;
+  f.cb2 = a.g.codebook2;
+  f.n_heads = a.g.n_heads;
+  f.n_kv_heads = a.g.n_kv_heads;
+  f.group = p.group;
+  f.hgroups = p.hgroups;
+  f.layer = a.layer;
+  f.n_splits = p.n_splits;
+  f.hadamard = (a.g.ablation & NSN_ABL_NO_HADAMARD) ? 0 : 1;
+  f.scale_log2 = a.scale * 1.4426950408889634f;
+  NSN_LAUNCH(decode_attn_kernel<D>, dim3(p.n_splits, a.g.n_kv_heads * p.hgroups, a.n_seqs), kThreads, C::TOTAL, stream, f);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return set_error(NSN_E_BACKEND, "decode_attention launch: %s", cudaGetErrorString(e));
+  return NSN_OK;
+}
+
+}  // namespace
+
+DecodePlan plan_decode(const KvGeometry& g, int n_seqs, int max_ctx) {
+  DecodePlan p{};
+  p.group = g.n_kv_heads > 0 ? g.n_heads / g.n_kv_heads : 1;
+  p.hgroups = (p.group + kHeadsPerCta - 1) / kHeadsPerCta;
+  p.n_splits = 1;
+  const int nw = (max_ctx + kWindow - 1) / kWindow;
+  if (n_seqs <= 0 || nw <= 1) return p;
+  // Cost model: waves of one block per SM, each wave as long as its blocks' windows plus a
+  // fixed setup worth ~6 windows (codebook copies, fragments, final merge).
+  const long base = (long)n_seqs * g.n_kv_heads * p.hgroups;
+  const int sms = sm_count();
+  double best = 1e30;
+  for (int s = 1; s <= nw && s <= 64; s++) {
+    const long waves = (base * s + sms - 1) / sms;
+    const double cost = (double)waves * (6.0 + (double)((nw + s - 1) / s));
+    if (cost < best - 1e-9) {
+      best = cost;
+      p.n_splits = s;
+    }
+  }
+  return p;
+}
+
+nsn_status check_decode_args(const DecodeAttnArgs& a, DecodePlan* plan) {
+  const KvGeometry& g = a.g;
+  if (g.n_kv_heads < 1 || g.n_heads < g.n_kv_heads || g.n_heads % g.n_kv_heads != 0) {
+    return set_error(NSN_E_INVALID, "decode_attention: n_heads %d / n_kv_heads %d", g.n_heads, g.n_kv_heads);
+  }
+  if (a.layer < 0 || a.layer >= g.n_layers) return set_error(NSN_E_INVALID, "decode_attention: layer %d", a.layer);
+  if (a.n_seqs < 0 || a.n_seqs > 65535) return set_error(NSN_E_INVALID, "decode_attention: n_seqs %d", a.n_seqs);
+  if (a.n_seqs > 0 && (!a.arena || !a.q || !a.out || !a.seqs)) {
+    return set_error(NSN_E_INVALID, "decode_attention: null pointer argument");
+  }
+  if (a.n_seqs > 0 && a.max_ctx < 1) return set_error(NSN_E_INVALID, "decode_attention: max_ctx %d", a.max_ctx);
+  if (!g.inv_freq || !g.codebook1 || !g.codebook2) return set_error(NSN_E_INVALID, "decode_attention: null geometry tables");
+  *plan = plan_decode(g, a.n_seqs, a.max_ctx);
+  if ((long)g.n_kv_heads * plan->hgroups > 65535) return set_error(NSN_E_INVALID, "decode_attention: too many heads");
+  if (plan->n_splits > 1) {
+    const size_t need = decode_attention_workspace(g, a.n_seqs, a.max_ctx);
+    if (!a.workspace || a.workspace_bytes < need) {
+      return set_error(NSN_E_INVALID, "decode_attention: workspace %zu B < %zu B needed", a.workspace_bytes, need);
+    }
+  }
+  return NSN_OK;
+}
+
+nsn_status launch_attn_reduce(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_t stream) {
+  if (p.n_splits <= 1 || a.n_seqs == 0) return NSN_OK;
+  const float* ml = a.workspace + ws_acc_floats(a.g, a.n_seqs, p.n_splits);
+  NSN_LAUNCH(attn_reduce_kernel, dim3(a.g.n_heads, a.n_seqs), a.g.head_dim, 0, stream, a.seqs, a.workspace, ml,
+             a.g.n_heads, p.n_splits, a.g.head_dim, a.out);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return set_error(NSN_E_BACKEND, "decode_attention reduce launch: %s", cudaGetErrorString(e));
+  return NSN_OK;
+}
+
+}  // namespace gpu
+
+size_t decode_attention_workspace(const KvGeometry& g, int n_seqs, int max_ctx) {
+  const gpu::DecodePlan p = gpu::plan_decode(g, n_seqs, max_ctx);
+  if (p.n_splits <= 1) return 0;
+  return (gpu::ws_acc_floats(g, n_seqs, p.n_splits) + (size_t)n_seqs * g.n_heads * p.n_splits * 2) * sizeof(float);
+}
+
+nsn_status launch_decode_attention(const DecodeAttnArgs& a, cudaStream_t stream) {
+  gpu::DecodePlan plan;
+  if (nsn_status st = gpu::check_decode_args(a, &plan)) return st;
+  if (a.n_seqs == 0) return NSN_OK;
+  if (a.g.quant_method == NSN_QUANT_RTN) return gpu::launch_decode_attention_ref(a, stream);
+  if (a.g.quant_method != NSN_QUANT_NSN) {
+    return set_error(NSN_E_UNSUPPORTED, "decode_attention: quant_method %d", a.g.quant_method);
+  }
+  nsn_status st;
+  switch (a.g.head_dim) {
+    case 64:
+      st = gpu::launch_fast<64>(a, plan, stream);
+      break;
+    case 128:
+      st = gpu::launch_fast<128>(a, plan, stream);
+      break;
+    case 256:
+      st = gpu::launch_fast<256>(a, plan, stream);
+      break;
+    default:
+      return set_error(NSN_E_UNSUPPORTED, "decode_attention: head_dim %d (supported: 64, 128, 256)", a.g.head_dim);
+  }
+  if (st != NSN_OK) return st;
+  return gpu::launch_attn_reduce(a, plan, stream);
+}
+
+}  // namespace nsn

@@ -1,0 +1,39 @@
+// decode_attention.cuh: internals shared by decode_attention.cu (the fast kernel, split
+// planning, the split-KV reduce) and decode_attention_ref.cu (the plain reference kernel used
+// for the RTN baseline and as a cross-check in tests). Not a public contract.
+#pragma once
+#include "kv_kernels.cuh"
+
+namespace nsn {
+namespace gpu {
+
+// Query heads per thread block: one mma n-tile. A KV head with more query heads is split into
+// ceil(group / 8) head groups (its pages are then read once per group).
+constexpr int kHeadsPerCta = 8;
+
+// Split-KV plan for a launch: every sequence is cut into n_splits window ranges.
+struct DecodePlan {
+  int group;     // query heads per KV head
+  int hgroups;   // ceil(group / 8)
+  int n_splits;  // 1: the attention kernel writes `out` itself
+};
+
+// Chooses n_splits from n_seqs * n_kv_heads * hgroups against the SM count (wave model).
+DecodePlan plan_decode(const KvGeometry& g, int n_seqs, int max_ctx);
+
+// Workspace layout for n_splits > 1 (floats): acc [n_seqs][n_heads][n_splits][d], then
+// ml [n_seqs][n_heads][n_splits][2] = (running max in log2 units, sum of exp2).
+inline size_t ws_acc_floats(const KvGeometry& g, int n_seqs, int n_splits) {
+  return (size_t)n_seqs * g.n_heads * n_splits * g.head_dim;
+}
+
+// Validates the arguments shared by both kernels; fills the plan.
+nsn_status check_decode_args(const DecodeAttnArgs& a, DecodePlan* plan);
+// Combines the split partials into `out` (bf16).
+nsn_status launch_attn_reduce(const DecodeAttnArgs& a, const DecodePlan& plan, cudaStream_t stream);
+// The reference kernel: decodes every window to fp32 in shared memory, then plain attention.
+// Handles every format (fp16, NSN with any ablation, RTN).
+nsn_status launch_decode_attention_ref(const DecodeAttnArgs& a, cudaStream_t stream);
+
+}  // namespace gpu
+}  // namespace nsn

@@ -1,0 +1,325 @@
+// cuda_emu.h: a small CPU emulator for the KV kernels, so their tests also run on machines
+// without a GPU (CI, the development boxes). Force-included (-include) with -DNSN_EMU when
+// compiling the .cu files as plain C++ (g++ -x c++); see tools/emu_kernel_tests.sh.
+//
+// Every CUDA thread is a fiber (ucontext) of one OS thread; blocks run one after another.
+// __syncthreads is a barrier over the block's fibers; warp collectives (shuffles, __any_sync,
+// ldmatrix, movmatrix, mma.m16n8k16) exchange the 32 lanes' operands through a per-warp buffer
+// between two warp barriers and compute each lane's result with the PTX fragment layouts.
+// cp.async copies synchronously. Fast enough for the tests' small shapes, not for benchmarks.
+#pragma once
+#ifndef NSN_EMU
+#error "cuda_emu.h is for -DNSN_EMU builds only"
+#endif
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <functional>
+#include <vector>
+
+using std::max;
+using std::min;
+
+namespace nsn_emu {
+
+struct Fiber {
+  ucontext_t ctx;
+  std::vector<char> stack;
+  bool done = false;
+};
+
+struct Block {
+  int n = 0, cur = 0;
+  uint3 bid{};
+  dim3 bdim, gdim;
+  std::vector<Fiber> f;
+  ucontext_t sched;
+  int bar_count = 0;
+  long bar_gen = 0;
+  int wcount[64] = {0};
+  long wgen[64] = {0};
+  uint32_t xin[64][32][8];
+  std::vector<uint8_t> smem;
+  const std::function<void()>* body = nullptr;
+};
+
+inline Block*& cur_block() {
+  static Block* b = nullptr;
+  return b;
+}
+inline void yield() {
+  Block* b = cur_block();
+  swapcontext(&b->f[b->cur].ctx, &b->sched);
+}
+inline int tid() { return cur_block()->cur; }
+inline uint8_t* smem_base() { return cur_block()->smem.data(); }
+
+inline void fiber_main() {
+  Block* b = cur_block();
+  (*b->body)();
+  b->f[b->cur].done = true;
+  swapcontext(&b->f[b->cur].ctx, &b->sched);
+}
+
+inline void run_block(Block& b) {
+  cur_block() = &b;
+  for (int i = 0; i < b.n; i++) {
+    Fiber& fb = b.f[i];
+    if (fb.stack.empty()) fb.stack.resize(128 << 10);
+    getcontext(&fb.ctx);
+    fb.ctx.uc_stack.ss_sp = fb.stack.data();
+    fb.ctx.uc_stack.ss_size = fb.stack.size();
+    fb.ctx.uc_link = nullptr;
+    makecontext(&fb.ctx, fiber_main, 0);
+    fb.done = false;
+  }
+  for (;;) {
+    bool any = false;
+    for (int i = 0; i < b.n; i++) {
+      if (b.f[i].done) continue;
+      any = true;
+      b.cur = i;
+      swapcontext(&b.sched, &b.f[i].ctx);
+    }
+    if (!any) break;
+  }
+  cur_block() = nullptr;
+}
+
+inline void launch(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
+  Block b;
+  b.n = (int)(block.x * block.y * block.z);
+  b.bdim = block;
+  b.gdim = grid;
+  b.f.resize(b.n);
+  b.body = &body;
+  for (unsigned z = 0; z < grid.z; z++) {
+    for (unsigned y = 0; y < grid.y; y++) {
+      for (unsigned x = 0; x < grid.x; x++) {
+        b.bid = make_uint3(x, y, z);
+        b.smem.assign(smem + 16, 0xCD);  // garbage, like real shared memory
+        b.bar_count = 0;
+        run_block(b);
+      }
+    }
+  }
+}
+
+// Barriers are compiler memory fences too, as __syncthreads is on the device.
+inline void syncthreads() {
+  asm volatile("" ::: "memory");
+  Block* b = cur_block();
+  const long g = b->bar_gen;
+  if (++b->bar_count == b->n) {
+    b->bar_count = 0;
+    b->bar_gen++;
+    asm volatile("" ::: "memory");
+    return;
+  }
+  while (b->bar_gen == g) yield();
+  asm volatile("" ::: "memory");
+}
+inline void warp_barrier() {
+  asm volatile("" ::: "memory");
+  Block* b = cur_block();
+  const int w = b->cur >> 5;
+  const long g = b->wgen[w];
+  if (++b->wcount[w] == 32) {
+    b->wcount[w] = 0;
+    b->wgen[w]++;
+    asm volatile("" ::: "memory");
+    return;
+  }
+  while (b->wgen[w] == g) yield();
+  asm volatile("" ::: "memory");
+}
+// Deposits n words of this lane, waits for the warp; returns the warp's buffer [32][8].
+inline uint32_t (*exchange(const uint32_t* in, int n))[8] {
+  Block* b = cur_block();
+  memcpy(b->xin[b->cur >> 5][b->cur & 31], in, 4 * n);
+  warp_barrier();
+  return b->xin[b->cur >> 5];
+}
+inline void done_reading() { warp_barrier(); }
+
+template <typename T>
+inline T shfl(T v, int src_lane_fn_kind, int arg) {
+  static_assert(sizeof(T) <= 8, "shuffle width");
+  uint32_t in[2] = {0, 0};
+  memcpy(in, &v, sizeof(T));
+  uint32_t(*x)[8] = exchange(in, 2);
+  const int lane = tid() & 31;
+  int src = lane;
+  if (src_lane_fn_kind == 0) src = lane ^ arg;                  // xor
+  if (src_lane_fn_kind == 1) src = lane + arg < 32 ? lane + arg : lane;  // down
+  if (src_lane_fn_kind == 2) src = arg & 31;                    // idx
+  T r;
+  memcpy(&r, x[src], sizeof(T));
+  done_reading();
+  return r;
+}
+inline bool any(bool p) {
+  uint32_t in = p;
+  uint32_t(*x)[8] = exchange(&in, 1);
+  bool r = false;
+  for (int i = 0; i < 32; i++) r |= x[i][0] != 0;
+  done_reading();
+  return r;
+}
+
+inline uint3 thread_idx() {
+  const Block* b = cur_block();
+  const unsigned t = (unsigned)b->cur;
+  return make_uint3(t % b->bdim.x, (t / b->bdim.x) % b->bdim.y, t / (b->bdim.x * b->bdim.y));
+}
+
+inline float h2f(uint16_t h) {
+  __half x;
+  memcpy(&x, &h, 2);
+  return __half2float(x);
+}
+
+}  // namespace nsn_emu
+
+#define threadIdx (nsn_emu::thread_idx())
+#define blockIdx (nsn_emu::cur_block()->bid)
+#define blockDim (nsn_emu::cur_block()->bdim)
+#define gridDim (nsn_emu::cur_block()->gdim)
+#define __syncthreads() nsn_emu::syncthreads()
+#define __syncwarp(...) nsn_emu::warp_barrier()
+#define __shfl_xor_sync(mask, v, o) nsn_emu::shfl((v), 0, (o))
+#define __shfl_down_sync(mask, v, o) nsn_emu::shfl((v), 1, (o))
+#define __shfl_sync(mask, v, l) nsn_emu::shfl((v), 2, (l))
+#define __any_sync(mask, p) nsn_emu::any(p)
+#undef __global__
+#define __global__
+#undef __device__
+#define __device__
+#undef __forceinline__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __fadd_rn(a, b) ((a) + (b))
+#define __fsub_rn(a, b) ((a) - (b))
+#define __fmul_rn(a, b) ((a) * (b))
+#define __fdiv_rn(a, b) ((a) / (b))
+#define __fmaf_rn(a, b, c) fmaf((a), (b), (c))
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+
+// Host API stand-ins for what the launchers and tests call.
+#define cudaFuncSetAttribute(...) cudaSuccess
+#define cudaGetLastError() cudaSuccess
+#define cudaPeekAtLastError() cudaSuccess
+#define cudaDeviceSynchronize() cudaSuccess
+#define cudaStreamSynchronize(s) cudaSuccess
+#define cudaGetErrorString(e) "cuda error (emulator)"
+inline cudaError_t emu_malloc(void** p, size_t n) {
+  *p = malloc(n ? n : 1);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+#define cudaMalloc(p, n) emu_malloc((void**)(p), (n))
+#define cudaFree(p) (free(p), cudaSuccess)
+#define cudaMemcpy(d, s, n, k) (memcpy((d), (s), (n)), cudaSuccess)
+#define cudaMemset(d, v, n) (memset((d), (v), (n)), cudaSuccess)
+inline cudaError_t emu_props(cudaDeviceProp* p, int) {
+  memset(p, 0, sizeof *p);
+  strcpy(p->name, "CPU emulator");
+  p->multiProcessorCount = 132;
+  return cudaSuccess;
+}
+#define cudaGetDeviceProperties(p, d) emu_props((p), (d))
+#define cudaGetDevice(p) (*(p) = 0, cudaSuccess)
+#define cudaDeviceGetAttribute(p, attr, d) (*(p) = 132, cudaSuccess)
+
+namespace nsn {
+namespace gpu {
+
+inline uint32_t smem_addr(const void* p) { return (uint32_t)((const uint8_t*)p - nsn_emu::smem_base()); }
+inline void cp_async16(uint32_t dst, const void* src, bool valid = true) {
+  uint8_t* d = nsn_emu::smem_base() + dst;
+  if (valid) {
+    memcpy(d, src, 16);
+  } else {
+    memset(d, 0, 16);
+  }
+}
+inline void cp_async_commit() {}
+template <int N>
+inline void cp_async_wait() {}
+
+inline uint16_t smem_half(uint32_t addr) {
+  uint16_t h;
+  memcpy(&h, nsn_emu::smem_base() + addr, 2);
+  return h;
+}
+// lane's registers of ldmatrix.x4 (.trans) given the 32 row addresses
+inline void ldmatrix_impl(uint32_t (&r)[4], uint32_t addr, bool trans) {
+  if (addr % 16) {
+    fprintf(stderr, "ldmatrix: misaligned row address %u\n", addr);
+    abort();
+  }
+  uint32_t(*x)[8] = nsn_emu::exchange(&addr, 1);
+  const int lane = nsn_emu::tid() & 31, g = lane >> 2, q = lane & 3;
+  for (int i = 0; i < 4; i++) {
+    uint16_t lo, hi;
+    if (!trans) {  // row g, elements 2q, 2q+1
+      const uint32_t row = x[8 * i + g][0];
+      lo = smem_half(row + 4 * q);
+      hi = smem_half(row + 4 * q + 2);
+    } else {  // rows 2q, 2q+1, element g
+      lo = smem_half(x[8 * i + 2 * q][0] + 2 * g);
+      hi = smem_half(x[8 * i + 2 * q + 1][0] + 2 * g);
+    }
+    r[i] = lo | ((uint32_t)hi << 16);
+  }
+  nsn_emu::done_reading();
+}
+inline void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) { ldmatrix_impl(r, addr, false); }
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) { ldmatrix_impl(r, addr, true); }
+inline uint32_t movmatrix_trans(uint32_t v) {
+  uint32_t(*x)[8] = nsn_emu::exchange(&v, 1);
+  const int lane = nsn_emu::tid() & 31, g = lane >> 2, q = lane & 3;
+  // element M[r][c] sits in lane 4r + c/2, half c%2; we need M^T[g][2q + j] = M[2q + j][g]
+  uint32_t out = 0;
+  for (int j = 0; j < 2; j++) {
+    const int r = 2 * q + j, c = g;
+    const uint32_t w = x[4 * r + c / 2][0];
+    out |= ((c & 1) ? (w >> 16) : (w & 0xffff)) << (16 * j);
+  }
+  nsn_emu::done_reading();
+  return out;
+}
+inline void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  uint32_t in[6] = {a[0], a[1], a[2], a[3], b0, b1};
+  uint32_t(*x)[8] = nsn_emu::exchange(in, 6);
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; l++) {
+    const int g = l >> 2, q = l & 3;
+    for (int j = 0; j < 2; j++) {
+      A[g][2 * q + j] = nsn_emu::h2f((uint16_t)(x[l][0] >> (16 * j)));
+      A[g + 8][2 * q + j] = nsn_emu::h2f((uint16_t)(x[l][1] >> (16 * j)));
+      A[g][2 * q + 8 + j] = nsn_emu::h2f((uint16_t)(x[l][2] >> (16 * j)));
+      A[g + 8][2 * q + 8 + j] = nsn_emu::h2f((uint16_t)(x[l][3] >> (16 * j)));
+      B[2 * q + j][g] = nsn_emu::h2f((uint16_t)(x[l][4] >> (16 * j)));
+      B[2 * q + 8 + j][g] = nsn_emu::h2f((uint16_t)(x[l][5] >> (16 * j)));
+    }
+  }
+  const int lane = nsn_emu::tid() & 31, g = lane >> 2, q = lane & 3;
+  for (int e = 0; e < 4; e++) {
+    const int row = g + 8 * (e >> 1), col = 2 * q + (e & 1);
+    float s = c[e];
+    for (int k = 0; k < 16; k++) s += A[row][k] * B[k][col];
+    c[e] = s;
+  }
+  nsn_emu::done_reading();
+}
+
+}  // namespace gpu
+}  // namespace nsn

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# emu_kernel_tests.sh: runs cuda/tests/gpu/test_kv_kernels.cu with the CUDA KV kernels compiled
+# for the CPU emulator (cuda/tests/gpu/cuda_emu.h): no GPU needed, only g++ and the CUDA
+# headers (for the fp16/bf16 types). Checks the kernels' logic (fragment layouts, indexing,
+# formats) against the CPU reference; it says nothing about speed or async-copy races.
+#
+#   tools/emu_kernel_tests.sh [--small]      (--small: the quick subset, ~20 s; full: minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CUDA_INC=${CUDA_INC:-}
+if [ -z "$CUDA_INC" ]; then
+  for d in /usr/local/cuda/include /usr/include; do
+    if [ -f "$d/cuda_fp16.h" ]; then CUDA_INC=$d; break; fi
+  done
+fi
+[ -n "$CUDA_INC" ] || { echo "no CUDA headers found (set CUDA_INC)"; exit 2; }
+B=${BUILD_DIR:-cuda/build/emu_kernels}
+mkdir -p "$B"
+EMU="-std=c++17 -O2 -DNSN_EMU -Wno-unknown-pragmas -include cuda/tests/gpu/cuda_emu.h -I$CUDA_INC -x c++"
+pids=()
+for f in cuda/src/gpu/kv_encode.cu cuda/src/gpu/decode_attention.cu cuda/src/gpu/decode_attention_ref.cu \
+  cuda/tests/gpu/test_kv_kernels.cu; do
+  g++ $EMU -c "$f" -o "$B/$(basename "$f" .cu).o" &
+  pids+=($!)
+done
+for f in cuda/src/quant/*.cpp cuda/src/errors.cpp; do
+  g++ -std=c++17 -O2 -c "$f" -o "$B/cpu_$(basename "$f" .cpp).o" &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+g++ -o "$B/test_kv_kernels_emu" "$B"/kv_encode.o "$B"/decode_attention.o "$B"/decode_attention_ref.o \
+  "$B"/test_kv_kernels.o "$B"/cpu_*.o
+"$B/test_kv_kernels_emu" "$@"
