@@ -75,9 +75,19 @@ function toServingModel(name: string, m: LoadedModel): ServingModel {
   };
 }
 
+/**
+ * DEFAULTS overridden by the fields of `partial` that are set: a field present but `undefined`
+ * (`{ maxNumSeqs: undefined }`, as option objects built from optional flags often carry) keeps
+ * its default instead of overwriting it.
+ */
+export function resolveOptions(partial: Partial<ServerOptions> = {}): ServerOptions {
+  const given = Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
+  return { ...DEFAULTS, ...given };
+}
+
 /** Binds the port and starts loading the model in the background (see `ready`). */
 export function startServer(partial: Partial<ServerOptions> = {}): RunningServer {
-  const opts: ServerOptions = { ...DEFAULTS, ...partial };
+  const opts = resolveOptions(partial);
   const log = (msg: string) => opts.quiet || console.error(msg);
   const state = new AppState({
     defaultKvBits: opts.kvBits,

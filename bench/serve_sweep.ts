@@ -74,11 +74,7 @@ async function start(target: ServeTarget): Promise<Running> {
   }
   // Imported lazily so `bench --engine` and --url runs never load the server's modules.
   const { startServer } = await import("../main.ts");
-  // Unset fields must stay absent: startServer spreads them over its defaults.
-  const given = Object.fromEntries(
-    Object.entries(target.server).filter(([, v]) => v !== undefined),
-  );
-  const server = startServer({ ...given, host: "127.0.0.1", port: 0, quiet: true });
+  const server = startServer({ ...target.server, host: "127.0.0.1", port: 0, quiet: true });
   try {
     await server.ready;
   } catch (e) {

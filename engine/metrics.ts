@@ -92,6 +92,18 @@ export class ServerMetrics {
       },
     });
     new Gauge({
+      name: "nsn_kv_token_bytes",
+      help: "Exact KV cache bytes per token (all layers, K and V, metadata included), per kind.",
+      labelNames: ["kv_bits"],
+      registers,
+      collect() {
+        const info = src()?.engine.info();
+        this.reset(); // no samples while the model loads: a scraper reads "unknown", not 0
+        if (!info) return;
+        for (const k of KV_BITS) this.set({ kv_bits: k }, info.kinds[k].tokenBytes);
+      },
+    });
+    new Gauge({
       name: "nsn_kv_bytes_in_use",
       help: "Bytes of the KV arena handed to any page kind.",
       registers,

@@ -1,6 +1,7 @@
 // /v1/models, /health, /tokenize, /detokenize, /tokenizer_info, /metrics and CORS.
 
 import assert from "node:assert/strict";
+import type { KvBits } from "../engine/types.ts";
 import { BOS, EOS, makeTestApp } from "./fake_engine.ts";
 
 Deno.test("/v1/models lists the model with max_model_len and the KV precisions", async () => {
@@ -74,6 +75,7 @@ Deno.test("/metrics: Prometheus text with kv_bits labels", async () => {
   const r = await t.app.request("/metrics");
   assert.match(r.headers.get("Content-Type")!, /text\/plain/);
   const text = await r.text();
+  const info = t.engine.info();
   for (const name of ["nsn_requests_running", "nsn_requests_waiting", "nsn_kv_bytes_in_use"]) {
     assert.match(text, new RegExp(`^${name} \\d+$`, "m"), name);
   }
@@ -81,6 +83,9 @@ Deno.test("/metrics: Prometheus text with kv_bits labels", async () => {
     const l = `\\{kv_bits="${bits}"\\}`;
     assert.match(text, new RegExp(`^nsn_kv_pages_in_use${l} 0$`, "m"));
     assert.match(text, new RegExp(`^nsn_kv_pages_total${l} \\d+$`, "m"));
+    const tokenBytes = new RegExp(`^nsn_kv_token_bytes${l} (\\d+)$`, "m").exec(text);
+    assert.ok(tokenBytes, `nsn_kv_token_bytes for kv_bits ${bits}`);
+    assert.equal(Number(tokenBytes[1]), info.kinds[Number(bits) as KvBits].tokenBytes);
     assert.match(text, new RegExp(`^nsn_prompt_tokens_total${l} 2$`, "m"));
     assert.match(text, new RegExp(`^nsn_generation_tokens_total${l} 3$`, "m"));
     assert.match(text, new RegExp(`^nsn_time_to_first_token_seconds_count${l} 1$`, "m"));

@@ -22,18 +22,9 @@ void nsn_read_scales(const NsnBlockLayout& L, const uint8_t* block, int d, float
   }
 }
 
-void nsn_decode_codes(int kv_bits, const uint8_t* codes, const uint8_t* signs, int d, float* y) {
-  for (int g = 0; g < d / kSub; g++) {
-    if (kv_bits == 1) {
-      memcpy(y + g * kSub, kCodebook1 + codes[g] * kSub, kSub * sizeof(float));
-    } else {
-      const float* c = kCodebook2 + codes[g] * kSub;
-      for (int j = 0; j < kSub; j++) y[g * kSub + j] = (signs[g] >> j) & 1 ? -c[j] : c[j];
-    }
-  }
-}
+namespace {
 
-const DeltaTable& delta_table(int d, const float* inv_freq) {
+DeltaTable& delta_table_mut(int d, const float* inv_freq) {
   thread_local DeltaTable tab;
   if (tab.d != d || memcmp(tab.inv_freq.data(), inv_freq, sizeof(float) * (d / 2)) != 0) {
     tab.d = d;
@@ -43,13 +34,39 @@ const DeltaTable& delta_table(int d, const float* inv_freq) {
     for (int t = 0; t < kWindow; t++) {
       rope_cos_sin(t, inv_freq, d, tab.cs.data() + t * (d / 2), tab.sn.data() + t * (d / 2));
     }
+    tab.start_cs.clear();
+    tab.start_sn.clear();
+    tab.start_ready.clear();
   }
   return tab;
 }
 
+}  // namespace
+
+const DeltaTable& delta_table(int d, const float* inv_freq) { return delta_table_mut(d, inv_freq); }
+
 void rotate_mean(const float* o, int d, const float* inv_freq, int32_t pos0, float* o_rot) {
-  float cs[128], sn[128];
-  rope_cos_sin(pos0, inv_freq, d, cs, sn);
+  const int h = d / 2;
+  float cs_local[128], sn_local[128];
+  const float* cs = cs_local;
+  const float* sn = sn_local;
+  if (pos0 >= 0 && pos0 % kWindow == 0 && pos0 / kWindow < kMaxCachedWindows) {
+    DeltaTable& tab = delta_table_mut(d, inv_freq);
+    const size_t w = (size_t)(pos0 / kWindow);
+    if (tab.start_ready.size() <= w) {
+      tab.start_ready.resize(w + 1, 0);
+      tab.start_cs.resize((w + 1) * h);
+      tab.start_sn.resize((w + 1) * h);
+    }
+    if (!tab.start_ready[w]) {
+      rope_cos_sin(pos0, inv_freq, d, &tab.start_cs[w * h], &tab.start_sn[w * h]);
+      tab.start_ready[w] = 1;
+    }
+    cs = &tab.start_cs[w * h];
+    sn = &tab.start_sn[w * h];
+  } else {
+    rope_cos_sin(pos0, inv_freq, d, cs_local, sn_local);
+  }
   memcpy(o_rot, o, sizeof(float) * d);
   rope_apply(o_rot, d, cs, sn);
 }

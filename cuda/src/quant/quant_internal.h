@@ -54,9 +54,36 @@ inline float uniform_value(const Uniform& u, int code) { return fmaf((float)code
 void nsn_read_scales(const NsnBlockLayout& L, const uint8_t* block, int d, float* s1, float* s2,
                      float* o);
 
+// +-1.0f for every bit j of a sign byte (bit set = negative): [256][8]. Multiplying by it is
+// exact, so it flips signs like a negation does, without a branch per element.
+struct SignTable {
+  float v[256][8];
+  constexpr SignTable() : v() {
+    for (int s = 0; s < 256; s++) {
+      for (int j = 0; j < 8; j++) v[s][j] = (s >> j) & 1 ? -1.0f : 1.0f;
+    }
+  }
+};
+inline constexpr SignTable kSignTable{};
+
 // Codebook reconstruction y^ [d] of one token: 1-bit codes index C1; 2-bit codes index C2 and
-// the sign byte flips elements.
-void nsn_decode_codes(int kv_bits, const uint8_t* codes, const uint8_t* signs, int d, float* y);
+// the sign byte flips elements. Branch-free loops of 8 contiguous floats (vectorized).
+inline void nsn_decode_codes(int kv_bits, const uint8_t* codes, const uint8_t* signs, int d,
+                             float* y) {
+  const int groups = d / kSub;
+  if (kv_bits == 1) {
+    for (int g = 0; g < groups; g++) {
+      const float* c = kCodebook1 + codes[g] * kSub;
+      for (int j = 0; j < kSub; j++) y[g * kSub + j] = c[j];
+    }
+  } else {
+    for (int g = 0; g < groups; g++) {
+      const float* c = kCodebook2 + codes[g] * kSub;
+      const float* sg = kSignTable.v[signs[g]];
+      for (int j = 0; j < kSub; j++) y[g * kSub + j] = sg[j] * c[j];
+    }
+  }
+}
 
 // cos/sin(delta * inv_freq_i) for delta = 0..63, i < d/2 ([64][d/2] each), built once per thread
 // for a given (d, inv_freq) and cached: the mean term of a key depends on the position only
@@ -64,7 +91,13 @@ void nsn_decode_codes(int kv_bits, const uint8_t* codes, const uint8_t* signs, i
 struct DeltaTable {
   int d = 0;
   std::vector<float> inv_freq, cs, sn;
+  // cos/sin(pos0 * inv_freq_i) of window starts pos0 = 64 w, w < kMaxCachedWindows, filled on
+  // first use ([w][d/2] each; ready[w] says which): rotate_mean's rotation to pos0 is then a
+  // table read instead of d/2 sincos calls per block.
+  std::vector<float> start_cs, start_sn;
+  std::vector<uint8_t> start_ready;
 };
+constexpr int kMaxCachedWindows = 2048;  // positions < 131072: at most 1 MiB per thread (d 128)
 const DeltaTable& delta_table(int d, const float* inv_freq);
 
 // o' = RoPE(o^, pos0): the window mean rotated once to the window's first position. The key at

@@ -1,0 +1,47 @@
+// main.ts option merging: fields passed explicitly as `undefined` keep their defaults (a
+// `maxNumSeqs: undefined` used to overwrite 256 and leave the server unable to admit anything).
+
+import assert from "node:assert/strict";
+import { DEFAULTS, resolveOptions, startServer } from "../main.ts";
+
+Deno.test("resolveOptions: undefined fields keep the defaults, set ones override", () => {
+  const opts = resolveOptions({
+    maxNumSeqs: undefined,
+    maxStepTokens: undefined,
+    maxQueue: 7,
+    kvBits: 2,
+    cors: false,
+  });
+  assert.equal(opts.maxNumSeqs, DEFAULTS.maxNumSeqs);
+  assert.equal(opts.maxStepTokens, DEFAULTS.maxStepTokens);
+  assert.equal(opts.maxQueue, 7);
+  assert.equal(opts.kvBits, 2);
+  assert.equal(opts.cors, false); // falsy but defined: taken as given
+  assert.ok(!("maxModelLen" in opts) || opts.maxModelLen === undefined);
+  assert.deepEqual(resolveOptions(), DEFAULTS);
+  assert.deepEqual(resolveOptions({}), DEFAULTS);
+});
+
+Deno.test("startServer with maxNumSeqs: undefined serves a completion", async () => {
+  const srv = startServer({
+    port: 0,
+    backend: "cpu",
+    quiet: true,
+    maxNumSeqs: undefined,
+    maxStepTokens: undefined,
+  });
+  try {
+    await srv.ready;
+    const res = await fetch(`${srv.url}/v1/completions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prompt: "hello", max_tokens: 2 }),
+      signal: AbortSignal.timeout(30_000),
+    });
+    const body = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.usage.completion_tokens, 2);
+  } finally {
+    await srv.shutdown();
+  }
+});
