@@ -217,14 +217,16 @@ nativeTest(
     const first = e.step([{ seq: s, tokens: [1, 2, 3], sample: true, wantLogprobs: false }], {
       topN: 0,
     });
-    assert.equal(
-      await codeOf(
-        e.step([{ seq: s, tokens: [4], sample: true, wantLogprobs: false }], { topN: 0 }),
-      ),
-      "state",
+    // Every call below is made synchronously while `first` is in flight: any await could let
+    // the (fast) native step finish first.
+    const createCode = codeOf(() => e.createSeq(16));
+    const seqsDuringStep = e.info().seqsInUse;
+    const secondCode = codeOf(
+      e.step([{ seq: s, tokens: [4], sample: true, wantLogprobs: false }], { topN: 0 }),
     );
-    assert.equal(await codeOf(() => e.createSeq(16)), "state");
-    assert.equal(e.info().seqsInUse, 1, "info() answers from the snapshot during a step");
+    assert.equal(await createCode, "state");
+    assert.equal(await secondCode, "state");
+    assert.equal(seqsDuringStep, 1, "info() answers from the snapshot during a step");
     await first;
 
     e.injectFault(1);
