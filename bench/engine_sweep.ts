@@ -5,7 +5,7 @@
 // pages for C + K tokens fit the KV pool: the capacity win of 1/2-bit pages.
 
 import type { KvBits, KvEngine, SamplingParams, SeqInput } from "../engine/types.ts";
-import { EngineError } from "../engine/types.ts";
+import { EngineError, greedySampling } from "../engine/types.ts";
 import { rng, summarize } from "./stats.ts";
 
 export interface SweepConfig {
@@ -32,20 +32,7 @@ export interface SweepPoint {
   decodeStepMs: { mean: number; median: number; p99: number };
 }
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  nPrompt: 0,
-  minTokens: 0,
-  stopIds: [],
-  seed: 0n,
-  logitBias: new Map(),
-};
+const GREEDY: SamplingParams = greedySampling();
 
 /** Sequences of `len` tokens at kvBits that fit the whole pool (pagesNeeded x page bytes). */
 export function capacity(engine: KvEngine, kvBits: KvBits, len: number) {

@@ -13,6 +13,7 @@
 // predicts its successor, so a window scores ctx-1 tokens.
 
 import type { KvBits, KvEngine, SamplingParams, SeqInput } from "../engine/types.ts";
+import { greedySampling } from "../engine/types.ts";
 import { NSN_WINDOW } from "../ffi/symbols.ts";
 
 export interface PplResult {
@@ -43,20 +44,7 @@ export function makeWindows(
   return out;
 }
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  nPrompt: 0,
-  minTokens: 0,
-  stopIds: [],
-  seed: 0n,
-  logitBias: new Map(),
-};
+const GREEDY: SamplingParams = greedySampling();
 
 class Accumulator {
   nll = 0;

@@ -113,3 +113,22 @@ export interface KvEngine {
   check(): void;
   close(): void;
 }
+
+/** Greedy decoding with every penalty off: what tools and tests use when they only score. */
+export function greedySampling(over: Partial<SamplingParams> = {}): SamplingParams {
+  return {
+    temperature: 0,
+    topP: 1,
+    topK: 0,
+    minP: 0,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    repetitionPenalty: 1,
+    nPrompt: 0,
+    minTokens: 0,
+    stopIds: [],
+    seed: 0n,
+    logitBias: new Map(),
+    ...over,
+  };
+}

@@ -3,7 +3,8 @@
 // fp16 KV cache. For the 2- and 1-bit caches greedy agreement with HF is measured and printed.
 
 import assert from "node:assert/strict";
-import type { KvBits, SamplingParams } from "../engine/types.ts";
+import type { KvBits } from "../engine/types.ts";
+import { generateGreedy } from "./helpers/generate.ts";
 import type { NativeEngine } from "../ffi/native_engine.ts";
 import { DEMO_DIR, loadModel } from "../models/loader.ts";
 
@@ -43,46 +44,6 @@ async function exists(p: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-const greedy = (nPrompt: number): SamplingParams => ({
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  nPrompt,
-  minTokens: 0,
-  stopIds: [],
-  seed: 0n,
-  logitBias: new Map(),
-});
-
-/** Prefill the prompt in one chunk, then decode one token per step. */
-async function generate(
-  e: NativeEngine,
-  bits: KvBits,
-  ids: number[],
-  n: number,
-): Promise<number[]> {
-  const seq = e.createSeq(bits);
-  try {
-    e.setSampling(seq, greedy(ids.length));
-    const out: number[] = [];
-    let next = ids;
-    while (out.length < n) {
-      const r = await e.step([{ seq, tokens: next, sample: true, wantLogprobs: false }], {
-        topN: 0,
-      });
-      out.push(r.outputs[0]!.token);
-      next = [out[out.length - 1]];
-    }
-    return out;
-  } finally {
-    e.freeSeq(seq);
   }
 }
 
@@ -202,7 +163,7 @@ Deno.test({
 
     await t.step("greedy continuations with an fp16 KV cache match exactly", async () => {
       for (const [ci, c] of fx.cases.entries()) {
-        const got = await generate(e, 16, c.ids, c.continuation.length);
+        const got = await generateGreedy(e, 16, c.ids, c.continuation.length);
         assert.deepEqual(
           got,
           c.continuation,
@@ -223,7 +184,7 @@ Deno.test({
         let same = 0;
         let total = 0;
         for (const c of fx.cases) {
-          const got = await generate(e, bits, c.ids, c.continuation.length);
+          const got = await generateGreedy(e, bits, c.ids, c.continuation.length);
           same += commonPrefix(got, c.continuation);
           total += c.continuation.length;
         }

@@ -3,7 +3,7 @@
 // error translation, one-call-at-a-time, fault injection and idempotent close.
 
 import assert from "node:assert/strict";
-import { EngineError, type KvBits, type SamplingParams } from "../engine/types.ts";
+import { EngineError, greedySampling, type KvBits, type SamplingParams } from "../engine/types.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { loadModel } from "../models/loader.ts";
 
@@ -14,20 +14,7 @@ function nativeTest(name: string, fn: () => Promise<void>) {
   Deno.test({ name, ignore: !haveLib, fn });
 }
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  nPrompt: 0,
-  minTokens: 0,
-  stopIds: [],
-  seed: 0n,
-  logitBias: new Map(),
-};
+const GREEDY: SamplingParams = greedySampling();
 
 async function tiny() {
   return await loadModel("synthetic:tiny", {

@@ -4,10 +4,9 @@
 // compute); greedy tokens must equal HF's wherever HF's top-two margin exceeds that noise.
 
 import assert from "node:assert/strict";
-import type { KvBits } from "../../engine/types.ts";
-import type { NativeEngine } from "../../ffi/native_engine.ts";
 import { DEMO_DIR, loadModel } from "../../models/loader.ts";
-import { GPU_BACKEND, gpuTest, greedyParams, KV_BITS } from "./gpu_util.ts";
+import { GPU_BACKEND, gpuTest, KV_BITS } from "./gpu_util.ts";
+import { generateGreedy } from "../helpers/generate.ts";
 
 const LOGITS = new URL("../fixtures/demo_logits.json", import.meta.url).pathname;
 const GREEDY = new URL("../fixtures/demo_greedy.json", import.meta.url).pathname;
@@ -24,30 +23,6 @@ interface GreedyFixture {
 }
 
 const haveDemo = await Deno.stat(`${DEMO_DIR}/model.safetensors`).then(() => true, () => false);
-
-async function generate(
-  e: NativeEngine,
-  bits: KvBits,
-  ids: number[],
-  n: number,
-): Promise<number[]> {
-  const seq = e.createSeq(bits);
-  try {
-    e.setSampling(seq, greedyParams(ids.length));
-    const out: number[] = [];
-    let next = ids;
-    while (out.length < n) {
-      const r = await e.step([{ seq, tokens: next, sample: true, wantLogprobs: false }], {
-        topN: 0,
-      });
-      out.push(r.outputs[0]!.token);
-      next = [out[out.length - 1]];
-    }
-    return out;
-  } finally {
-    e.freeSeq(seq);
-  }
-}
 
 const prefixMatch = (a: number[], b: number[]) => {
   let i = 0;
@@ -140,8 +115,8 @@ if (haveDemo) {
       for (const bits of KV_BITS) {
         let agreeCpu = 0, agreeHf = 0, n = 0;
         for (const cs of gf.cases) {
-          const outG = await generate(g.engine, bits, cs.ids, cs.continuation.length);
-          const outC = await generate(c.engine, bits, cs.ids, cs.continuation.length);
+          const outG = await generateGreedy(g.engine, bits, cs.ids, cs.continuation.length);
+          const outC = await generateGreedy(c.engine, bits, cs.ids, cs.continuation.length);
           agreeCpu += prefixMatch(outG, outC);
           agreeHf += prefixMatch(outG, cs.continuation);
           n += cs.continuation.length;

@@ -3,7 +3,7 @@
 // numeric helpers. Without a GPU every GPU test is skipped with one clear message; with
 // NSN_TEST_GPU=1 (deno task test:gpu) a missing GPU is an error instead.
 
-import type { KvBits, SamplingParams } from "../../engine/types.ts";
+import { greedySampling, type KvBits, type SamplingParams } from "../../engine/types.ts";
 import { type NsnLibrary, openLibrary } from "../../ffi/library.ts";
 import { NativeEngine } from "../../ffi/native_engine.ts";
 import type { EngineOptions } from "../../ffi/structs.ts";
@@ -88,21 +88,7 @@ export async function enginePair(
 }
 
 export function greedyParams(nPrompt: number, over: Partial<SamplingParams> = {}): SamplingParams {
-  return {
-    temperature: 0,
-    topP: 1,
-    topK: 0,
-    minP: 0,
-    presencePenalty: 0,
-    frequencyPenalty: 0,
-    repetitionPenalty: 1,
-    nPrompt,
-    minTokens: 0,
-    stopIds: [],
-    seed: 0n,
-    logitBias: new Map(),
-    ...over,
-  };
+  return greedySampling({ nPrompt, ...over });
 }
 
 /** Deterministic pseudo-random token ids in [lo, hi). */
