@@ -5,25 +5,16 @@
 import assert from "node:assert/strict";
 import { QueueFullError, Scheduler, type SchedulerOptions } from "../engine/scheduler.ts";
 import type { FinishReason, SeqRequest } from "../engine/sequence.ts";
-import type { KvBits, PositionLogprob, SamplingParams } from "../engine/types.ts";
+import {
+  greedySampling,
+  type KvBits,
+  type PositionLogprob,
+  type SamplingParams,
+} from "../engine/types.ts";
 import { FakeEngine, type FakeEngineOptions } from "./fake_engine.ts";
 
 function params(nPrompt: number, over: Partial<SamplingParams> = {}): SamplingParams {
-  return {
-    temperature: 0,
-    topP: 1,
-    topK: 0,
-    minP: 0,
-    presencePenalty: 0,
-    frequencyPenalty: 0,
-    repetitionPenalty: 1,
-    nPrompt,
-    minTokens: 0,
-    stopIds: [],
-    seed: 1n,
-    logitBias: new Map(),
-    ...over,
-  };
+  return greedySampling({ nPrompt, seed: 1n, ...over });
 }
 
 interface Collected {

@@ -14,7 +14,7 @@ import {
   LAYOUT,
   writeSeqInput,
 } from "../../ffi/structs.ts";
-import type { SamplingParams } from "../../engine/types.ts";
+import { greedySampling, type SamplingParams } from "../../engine/types.ts";
 
 export const DEMO = new URL("../../models/demo", import.meta.url).pathname;
 type Ptr = Deno.PointerValue;
@@ -29,20 +29,7 @@ export interface AbuseResult {
   damage: string;
 }
 
-export const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  nPrompt: 0,
-  minTokens: 0,
-  stopIds: [1],
-  seed: 0n,
-  logitBias: new Map(),
-};
+export const GREEDY: SamplingParams = greedySampling({ stopIds: [1] });
 
 export interface Input {
   seq: number;
