@@ -45,7 +45,24 @@ def main():
             f"{ratio(s, q2)} | {ratio(s, q1)} | {fmt_eff(f16)} | {fmt_eff(q2)} | {fmt_eff(q1)} | {fmt_eff(s)} | "
             f"{s['backend'] if s else '-'} |")
         rows.append({"ctx": ctx, "batch": b, "fp16": f16, "nsn2": q2, "nsn1": q1, "sdpa": s})
-    other = [r for r in ours["results"] if r["kernel"] != "decode_attention"]
+    # kernel variants (bench_attention times each at 32K x 16): variant x kv_bits, with SDPA
+    var = [r for r in ours["results"] if r["kernel"] == "decode_attention_variant"]
+    var_rows = []
+    if var:
+        vshapes = sorted({(r["ctx"], r["batch"]) for r in var})
+        for vctx, vb in vshapes:
+            s = ref.get((vctx, vb))
+            lines += ["", f"Kernel variants at ctx {vctx // 1024}K x batch {vb} (us; xN = SDPA / ours"
+                      f"{', SDPA ' + format(s['us'], '.1f') + ' us' if s else ''}; default = the full table above):",
+                      "", "| variant | fp16 us | NSN-2 us | NSN-1 us | SDPA/fp16 | SDPA/NSN-2 | SDPA/NSN-1 |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
+            by = {(r["variant"], r["kv_bits"]): r for r in var if (r["ctx"], r["batch"]) == (vctx, vb)}
+            for v in sorted({k[0] for k in by}):
+                f16, q2, q1 = by.get((v, 16)), by.get((v, 2)), by.get((v, 1))
+                lines.append(f"| v{v} | {fmt_us(f16)} | {fmt_us(q2)} | {fmt_us(q1)} | {ratio(s, f16)} | {ratio(s, q2)} "
+                             f"| {ratio(s, q1)} |")
+                var_rows.append({"variant": v, "ctx": vctx, "batch": vb, "fp16": f16, "nsn2": q2, "nsn1": q1})
+    other = [r for r in ours["results"] if r["kernel"] not in ("decode_attention", "decode_attention_variant")]
     if other:
         lines += ["", "| kernel | kv_bits | blocks per launch | time us | us per block (64 tokens x 1 head) |",
                   "|---|---:|---:|---:|---:|"]
@@ -54,7 +71,7 @@ def main():
     md = "\n".join(lines) + "\n"
     open(a.md, "w").write(md)
     json.dump({"device": ours["device"], "sdpa_torch": sdpa.get("torch"), "sdpa_gqa": sdpa.get("gqa"),
-               "attention": rows, "other": other}, open(a.json, "w"), indent=1)
+               "attention": rows, "variants": var_rows, "other": other}, open(a.json, "w"), indent=1)
     print(md)
     return 0
 

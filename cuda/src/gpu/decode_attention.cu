@@ -20,6 +20,9 @@
 // end (warp-level FWHT over the fragment layout), where the two are summed.
 #include <math.h>
 
+#include <stdlib.h>
+
+#include <atomic>
 #include <mutex>
 
 #include "../backend.h"
@@ -32,18 +35,43 @@ namespace gpu {
 
 namespace {
 
-constexpr int kThreads = 256;
 constexpr float kS1EpsDev = 1e-6f;  // == kS1Eps (quant/quant_internal.h)
 
-template <int D>
+// Run-time selectable variants (decode_attention.cuh: kDecodeVariants, set_decode_attention_variant).
+//   v0: the run-2 kernel: 256 threads (2 window groups x 4 token slices), T / Hq fragments in
+//       registers (244 regs), 4-stage ring of 32 KB.
+//   v1: 512 threads (4 window groups x 4 slices, 16 warps per SM), T / Hq fragments in shared
+//       memory (<= 128 registers), 3-stage ring of 36 KB (8 NSN-2 windows per stage).
+//   v2: 256 threads, fragments in shared memory, two windows per warp step (both QK chains
+//       interleaved, one online-softmax step per 32 tokens), 3-stage ring of 36 KB.
+//   v3: v1 + v2: 512 threads and two windows per warp step.
+//   v4: v1 with a 4-stage ring of 32 KB (3 fp16 windows in flight, as v0) and at most 8
+//       quantized windows per stage (the prep records must fit next to the bigger ring).
+// head_dim 256 always runs v0 (its accumulators alone take 128 registers).
+template <int D, int VAR>
+struct Var {
+  static constexpr bool V0 = VAR == 0 || D > 128;
+  static constexpr int NT = !V0 && (VAR == 1 || VAR == 3 || VAR == 4) ? 512 : 256;  // threads
+  static constexpr int NWARP = NT / 32;
+  static constexpr int NG = NT / 128;  // window groups
+  static constexpr bool FSM = !V0;     // T and Hq fragments in shared memory
+  static constexpr bool PAIR = !V0 && (VAR == 2 || VAR == 3);
+  static constexpr int NSTAGE = V0 ? (D <= 128 ? 4 : 2) : VAR == 4 ? 4 : 3;
+  static constexpr int STAGE_MIN = V0 || VAR == 4 ? 32768 : 36864;
+  static constexpr int NWQ_CAP = V0 ? (D <= 128 ? 12 : 6) : VAR == 4 ? 8 : 12;  // quantized windows per stage
+};
+
+template <int D, int VAR>
 struct Cfg {
+  using V = Var<D, VAR>;
+  static constexpr int NT = V::NT, NWARP = V::NWARP, NG = V::NG;
   static constexpr int KS = D / 16;  // k-steps over channels (QK) = m-tiles over channels (PV)
   static constexpr int NS = D / kSub;
   static constexpr int H = D / 2;
   static constexpr int E = D / 32;
-  static constexpr int STAGE = 2 * kWindow * D * 2 > 32768 ? 2 * kWindow * D * 2 : 32768;
-  static constexpr int NSTAGE = D <= 128 ? 4 : 2;  // fp16: 3 (1) windows in flight per SM
-  static constexpr int NWQ_CAP = D <= 128 ? 12 : 6;
+  static constexpr int STAGE = 2 * kWindow * D * 2 > V::STAGE_MIN ? 2 * kWindow * D * 2 : V::STAGE_MIN;
+  static constexpr int NSTAGE = V::NSTAGE;  // fp16: NSTAGE - 1 windows in flight per SM
+  static constexpr int NWQ_CAP = V::NWQ_CAP;
   static constexpr int ABW = D / 8 + 4;  // words per (head, lane%4) row of AB / QW (+4: no bank conflicts)
   static constexpr int AB_WORDS = kHeadsPerCta * 4 * ABW;
   // per-window prep record (bytes): (s1, s1*s2') per token for K and V, o^V (permuted), AB
@@ -55,9 +83,13 @@ struct Cfg {
   static constexpr int PREPS = RING + NSTAGE * STAGE;
   static constexpr int QF = PREPS + NWQ_CAP * PREP;  // fp32 q [8][D]
   static constexpr int QW = QF + kHeadsPerCta * D * 4;  // fp16 q B-fragments [2 (hi, lo)][8][4][ABW]
-  static constexpr int WML = QW + 2 * AB_WORDS * 4;     // per-warp (m, l) [2][8 warps][8 heads]
-  static constexpr int TOTAL = WML + 2 * 8 * kHeadsPerCta * 4;
+  static constexpr int WML = QW + 2 * AB_WORDS * 4;     // per-warp (m, l) [2][NWARP][8 heads]
+  static constexpr int TF = WML + 2 * NWARP * kHeadsPerCta * 4;  // (FSM) T fragments [4 sl][KS][32 lanes] x 16 B
+  static constexpr int HQF = TF + (V::FSM ? 4 * KS * 32 * 16 : 0);  // (FSM) Hq fragments [KS][32 lanes] x 8 B
+  static constexpr int TOTAL = HQF + (V::FSM ? KS * 32 * 8 : 0);
   static_assert(TOTAL <= 232448, "shared memory");
+  static_assert(NT % H == 0, "prep: one rotary pair per thread");
+  static_assert(NWARP * kHeadsPerCta * D * 4 <= NSTAGE * STAGE, "final merge lives in the ring");
   static_assert(PREP % 16 == 0 && (ABW * 4) % 16 == 0, "alignment");
 };
 
@@ -152,13 +184,18 @@ __device__ __forceinline__ void acc_fwht(float (&acc)[D / 16][4], int lane) {
     for (int e = 0; e < 4; e++) acc[m][e] *= norm;
 }
 
-// Online-softmax step for one 16-token x 8-head score tile held in C-fragment layout
-// (s[0]: token gr / head 2tq, s[1]: gr / 2tq+1, s[2]: gr+8 / 2tq, s[3]: gr+8 / 2tq+1).
+// Online-softmax step for P 16-token x 8-head score tiles held in C-fragment layout
+// (s[p][0]: token gr / head 2tq, [1]: gr / 2tq+1, [2]: gr+8 / 2tq, [3]: gr+8 / 2tq+1).
 // Turns s into probabilities, rescales acc and l when the running max moves.
-template <int D>
-__device__ __forceinline__ void softmax_step(float (&s)[4], float (&m)[2], float (&l)[2],
+template <int D, int P>
+__device__ __forceinline__ void softmax_step(float (&s)[P][4], float (&m)[2], float (&l)[2],
                                              float (&acc)[D / 16][4], float (&acc_o)[D / 16][4]) {
-  float mx0 = fmaxf(s[0], s[2]), mx1 = fmaxf(s[1], s[3]);
+  float mx0 = fmaxf(s[0][0], s[0][2]), mx1 = fmaxf(s[0][1], s[0][3]);
+#pragma unroll
+  for (int p = 1; p < P; p++) {
+    mx0 = fmaxf(mx0, fmaxf(s[p][0], s[p][2]));
+    mx1 = fmaxf(mx1, fmaxf(s[p][1], s[p][3]));
+  }
 #pragma unroll
   for (int o = 4; o <= 16; o <<= 1) {
     mx0 = fmaxf(mx0, __shfl_xor_sync(kFull, mx0, o));
@@ -167,10 +204,13 @@ __device__ __forceinline__ void softmax_step(float (&s)[4], float (&m)[2], float
   const float n0 = fmaxf(m[0], mx0), n1 = fmaxf(m[1], mx1);
   const bool dead0 = n0 == -INFINITY, dead1 = n1 == -INFINITY;
   const float a0 = dead0 ? 1.0f : exp2f(m[0] - n0), a1 = dead1 ? 1.0f : exp2f(m[1] - n1);
-  s[0] = dead0 ? 0.0f : exp2f(s[0] - n0);
-  s[2] = dead0 ? 0.0f : exp2f(s[2] - n0);
-  s[1] = dead1 ? 0.0f : exp2f(s[1] - n1);
-  s[3] = dead1 ? 0.0f : exp2f(s[3] - n1);
+#pragma unroll
+  for (int p = 0; p < P; p++) {
+    s[p][0] = dead0 ? 0.0f : exp2f(s[p][0] - n0);
+    s[p][2] = dead0 ? 0.0f : exp2f(s[p][2] - n0);
+    s[p][1] = dead1 ? 0.0f : exp2f(s[p][1] - n1);
+    s[p][3] = dead1 ? 0.0f : exp2f(s[p][3] - n1);
+  }
   if (__any_sync(kFull, a0 != 1.0f || a1 != 1.0f)) {
 #pragma unroll
     for (int k = 0; k < D / 16; k++) {
@@ -188,20 +228,25 @@ __device__ __forceinline__ void softmax_step(float (&s)[4], float (&m)[2], float
   }
   m[0] = n0;
   m[1] = n1;
-  l[0] += s[0] + s[2];
-  l[1] += s[1] + s[3];
+#pragma unroll
+  for (int p = 0; p < P; p++) {
+    l[0] += s[p][0] + s[p][2];
+    l[1] += s[p][1] + s[p][3];
+  }
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
-  using C = Cfg<D>;
+template <int D, int VAR>
+__global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArgs a) {
+  using C = Cfg<D, VAR>;
+  using V = Var<D, VAR>;
+  constexpr int kThreads = C::NT, NG = C::NG, NWARP = C::NWARP;
   constexpr int KS = C::KS, NS = C::NS, H = C::H, E = C::E;
   NSN_DYNAMIC_SMEM(uint8_t, smem);
   // Scalars that are uniform across the warp go through __shfl_sync(.., 0) so the compiler can
   // prove it: otherwise every shuffle below becomes a divergence-safe (collective) loop.
   const int tid = threadIdx.x, lane = tid & 31, warp = __shfl_sync(kFull, tid >> 5, 0);
   const int gr = lane >> 2, tq = lane & 3;  // mma fragment row group / column pair
-  const int grp = warp >> 2, sl = warp & 3;  // window group, 16-token slice
+  const int grp = warp >> 2, sl = warp & 3;  // window group (0 .. NG-1), 16-token slice
 
   const int seq = blockIdx.z, split = blockIdx.x;
   const DecodeSeq sq = a.seqs[seq];
@@ -243,7 +288,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
   float* qf = reinterpret_cast<float*>(smem + C::QF);
   uint32_t* qw = reinterpret_cast<uint32_t*>(smem + C::QW);
   float* wm = reinterpret_cast<float*>(smem + C::WML);
-  float* wl = wm + 8 * kHeadsPerCta;
+  float* wl = wm + NWARP * kHeadsPerCta;
 
   // ---- setup: q, H q, codebook copies, fragments ----
   for (int idx = tid; idx < kHeadsPerCta * D; idx += kThreads) {
@@ -275,7 +320,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
     qw[(n * 4 + t4) * C::ABW + 2 * s + r] = pack_half2(h0, h1);
     qw[C::AB_WORDS + (n * 4 + t4) * C::ABW + 2 * s + r] = pack_half2(a0 - h0, a1 - h1);
   }
-  {
+  if (warp < kHeadsPerCta) {
     float v[E];
 #pragma unroll
     for (int j = 0; j < E; j++) v[j] = qf[warp * D + lane * E + j];
@@ -284,19 +329,42 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
     for (int j = 0; j < E; j++) qh[warp * D + lane * E + j] = v[j];
   }
   __syncthreads();
+  // V::FSM: the fragments live in shared memory (TF, HQF) and are loaded per k-step; the
+  // register arrays are then dead (the compiler drops them).
   uint32_t qhf[KS][2], tf[KS][4];
+  uint4* tf_s = reinterpret_cast<uint4*>(smem + C::TF);
+  uint2* hq_s = reinterpret_cast<uint2*>(smem + C::HQF);
   // acc: code part of quantized windows (Hadamard basis); acc_o: original basis (value means
   // of quantized windows, fp16 windows). out = (H acc + acc_o) / l.
   float acc[KS][4], acc_o[KS][4];
 #pragma unroll
   for (int s = 0; s < KS; s++) {
-    const int c = 16 * s + 2 * tq;
-    qhf[s][0] = pack_half2(qh[gr * D + c], qh[gr * D + c + 1]);
-    qhf[s][1] = pack_half2(qh[gr * D + c + 8], qh[gr * D + c + 9]);
 #pragma unroll
     for (int e = 0; e < 4; e++) acc[s][e] = acc_o[s][e] = 0.0f;
   }
-  if (quant) {  // T fragment: rows delta = 16 sl + gr (+8), k = 2i (cos) / 2i+1 (sin)
+  if constexpr (V::FSM) {
+    if (quant) {
+      for (int idx = tid; idx < KS * 32; idx += kThreads) {
+        const int s = idx >> 5, ln = idx & 31, g = ln >> 2, t = ln & 3, c = 16 * s + 2 * t;
+        hq_s[idx] = make_uint2(pack_half2(qh[g * D + c], qh[g * D + c + 1]), pack_half2(qh[g * D + c + 8], qh[g * D + c + 9]));
+      }
+      for (int idx = tid; idx < 4 * KS * 32 * 4; idx += kThreads) {
+        const int r = idx & 3, ln = (idx >> 2) & 31, s = (idx >> 7) % KS, sl4 = idx / (128 * KS);
+        const int delta = 16 * sl4 + (ln >> 2) + 8 * (r & 1), i = 8 * s + (ln & 3) + 4 * (r >> 1);
+        float sn, cs;
+        sincosf(__fmul_rn((float)delta, a.inv_freq[i]), &sn, &cs);
+        reinterpret_cast<uint32_t*>(tf_s)[idx] = pack_half2(cs, sn);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int s = 0; s < KS; s++) {
+      const int c = 16 * s + 2 * tq;
+      qhf[s][0] = pack_half2(qh[gr * D + c], qh[gr * D + c + 1]);
+      qhf[s][1] = pack_half2(qh[gr * D + c + 8], qh[gr * D + c + 9]);
+    }
+  }
+  if (!V::FSM && quant) {  // T fragment: rows delta = 16 sl + gr (+8), k = 2i (cos) / 2i+1 (sin)
 #pragma unroll
     for (int s = 0; s < KS; s++) {
 #pragma unroll
@@ -396,7 +464,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
           ab[n * 4 * C::ABW] = pack_half2(qa * ra + qb * rb, qb * ra - qa * rb);
         }
       }
-      for (int wi = warp; wi < nw; wi += 8) {
+      for (int wi = warp; wi < nw; wi += NWARP) {
         uint8_t* rec = smem + C::PREPS + wi * C::PREP;
         const uint8_t* vb = buf + wi * 2 * bb + bb;
         float v[E];
@@ -415,16 +483,15 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
       }
       __syncthreads();
 
-      // main: this warp's 16 tokens of windows grp, grp+2, ...
+      // main: this warp's 16 tokens of windows grp, grp+NG, ...
       const int tA = 16 * sl + gr, tB = tA + 8;
       const int tokK = 16 * sl + (lane & 7) + 8 * ((lane >> 3) & 1), pK = lane >> 4;
       const int tokV = 16 * sl + 8 * (lane >> 4) + (lane & 7), pV = (lane >> 3) & 1;
-#pragma unroll 1
-      for (int wi = grp; wi < nw; wi += 2) {
+      // scores (log2 units) of window wi's 16 tokens x 8 heads
+      auto qk = [&](int wi, float (&sc)[4]) {
         const uint8_t* kb = buf + wi * 2 * bb;
-        const uint8_t* vb = kb + bb;
         const uint8_t* rec = smem + C::PREPS + wi * C::PREP;
-        // scores: two accumulator chains each for the code and the mean part (shorter latency)
+        // two accumulator chains each for the code and the mean part (shorter latency)
         float xc[2][4] = {}, yc[2][4] = {};
         {
           uint32_t cw[E];
@@ -451,23 +518,34 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
               fa[2] ^= sign_mask_k(sa[s >> 1], 2 * (s & 1) + 1);
               fa[3] ^= sign_mask_k(sb[s >> 1], 2 * (s & 1) + 1);
             }
-            mma_16816(xc[s & 1], fa, qhf[s][0], qhf[s][1]);
             const uint2 abw = *reinterpret_cast<const uint2*>(abr + 2 * s);
-            mma_16816(yc[s & 1], tf[s], abw.x, abw.y);
+            if constexpr (V::FSM) {
+              const uint2 hq = hq_s[s * 32 + lane];
+              const uint4 t4 = tf_s[(sl * KS + s) * 32 + lane];
+              const uint32_t tt[4] = {t4.x, t4.y, t4.z, t4.w};
+              mma_16816(xc[s & 1], fa, hq.x, hq.y);
+              mma_16816(yc[s & 1], tt, abw.x, abw.y);
+            } else {
+              mma_16816(xc[s & 1], fa, qhf[s][0], qhf[s][1]);
+              mma_16816(yc[s & 1], tf[s], abw.x, abw.y);
+            }
           }
         }
         const float2* s1k = reinterpret_cast<const float2*>(rec + C::P_S1K);
-        const float2* s1v = reinterpret_cast<const float2*>(rec + C::P_S1V);
         const float2 kA = s1k[tA], kB = s1k[tB];  // (s1, s1 s2')
-        float sc[4];
         sc[0] = (kA.y * (xc[0][0] + xc[1][0]) + kA.x * (yc[0][0] + yc[1][0])) * a.scale_log2;
         sc[1] = (kA.y * (xc[0][1] + xc[1][1]) + kA.x * (yc[0][1] + yc[1][1])) * a.scale_log2;
         sc[2] = (kB.y * (xc[0][2] + xc[1][2]) + kB.x * (yc[0][2] + yc[1][2])) * a.scale_log2;
         sc[3] = (kB.y * (xc[0][3] + xc[1][3]) + kB.x * (yc[0][3] + yc[1][3])) * a.scale_log2;
         if (2 * tq >= nh) sc[0] = sc[2] = -INFINITY;
         if (2 * tq + 1 >= nh) sc[1] = sc[3] = -INFINITY;
-        softmax_step<D>(sc, m_run, l_run, acc, acc_o);
-        // values: code part on tensor cores (Hadamard basis), mean part (sum p s1) o^V (original basis)
+      };
+      // values of window wi with probabilities sc: code part on tensor cores (Hadamard basis),
+      // mean part (sum p s1) o^V (original basis)
+      auto pv = [&](int wi, const float (&sc)[4]) {
+        const uint8_t* vb = buf + wi * 2 * bb + bb;
+        const uint8_t* rec = smem + C::PREPS + wi * C::PREP;
+        const float2* s1v = reinterpret_cast<const float2*>(rec + C::P_S1V);
         const float2 vA = s1v[tA], vB = s1v[tB];
         const uint32_t pb0 = movmatrix_trans(pack_half2(sc[0] * vA.y, sc[1] * vA.y));
         const uint32_t pb1 = movmatrix_trans(pack_half2(sc[2] * vB.y, sc[3] * vB.y));
@@ -477,44 +555,67 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
           mw0 += __shfl_xor_sync(kFull, mw0, o);
           mw1 += __shfl_xor_sync(kFull, mw1, o);
         }
-        {
-          uint32_t cw[E];
-          load_row_words<D>(vb + L.codes + tokV * NS, cw);
-          uint32_t r0[E], r1[E], r2[E], r3[E];
+        uint32_t cw[E];
+        load_row_words<D>(vb + L.codes + tokV * NS, cw);
+        uint32_t r0[E], r1[E], r2[E], r3[E];
+        if (kv_bits == 2) {
+          const uint8_t* sg = vb + L.signs + (16 * sl + 2 * tq) * NS;
+          load_row_words<D>(sg, r0);
+          load_row_words<D>(sg + NS, r1);
+          load_row_words<D>(sg + 8 * NS, r2);
+          load_row_words<D>(sg + 9 * NS, r3);
+#pragma unroll
+          for (int k = 0; k < E; k++) {
+            r0[k] >>= gr;
+            r1[k] >>= gr;
+            r2[k] >>= gr;
+            r3[k] >>= gr;
+          }
+        }
+        const float* ov = reinterpret_cast<const float*>(rec + C::P_OV) + gr * KS * 2;
+#pragma unroll
+        for (int m = 0; m < KS; m++) {
+          uint32_t fa[4];
+          const uint32_t code = (cw[m >> 1] >> ((2 * (m & 1) + pV) * 8)) & 0xffu;
+          ldmatrix_x4_trans(fa, cb_lane + code * 128);
           if (kv_bits == 2) {
-            const uint8_t* sg = vb + L.signs + (16 * sl + 2 * tq) * NS;
-            load_row_words<D>(sg, r0);
-            load_row_words<D>(sg + NS, r1);
-            load_row_words<D>(sg + 8 * NS, r2);
-            load_row_words<D>(sg + 9 * NS, r3);
-#pragma unroll
-            for (int k = 0; k < E; k++) {
-              r0[k] >>= gr;
-              r1[k] >>= gr;
-              r2[k] >>= gr;
-              r3[k] >>= gr;
-            }
+            const int b0 = 2 * (m & 1);  // byte of sub-vector 2m in its word; 2m+1 is b0+1
+            fa[0] ^= sign_mask_v(r0[m >> 1], r1[m >> 1], b0);
+            fa[1] ^= sign_mask_v(r0[m >> 1], r1[m >> 1], b0 + 1);
+            fa[2] ^= sign_mask_v(r2[m >> 1], r3[m >> 1], b0);
+            fa[3] ^= sign_mask_v(r2[m >> 1], r3[m >> 1], b0 + 1);
           }
-          const float* ov = reinterpret_cast<const float*>(rec + C::P_OV) + gr * KS * 2;
-#pragma unroll
-          for (int m = 0; m < KS; m++) {
-            uint32_t fa[4];
-            const uint32_t code = (cw[m >> 1] >> ((2 * (m & 1) + pV) * 8)) & 0xffu;
-            ldmatrix_x4_trans(fa, cb_lane + code * 128);
-            if (kv_bits == 2) {
-              const int b0 = 2 * (m & 1);  // byte of sub-vector 2m in its word; 2m+1 is b0+1
-              fa[0] ^= sign_mask_v(r0[m >> 1], r1[m >> 1], b0);
-              fa[1] ^= sign_mask_v(r0[m >> 1], r1[m >> 1], b0 + 1);
-              fa[2] ^= sign_mask_v(r2[m >> 1], r3[m >> 1], b0);
-              fa[3] ^= sign_mask_v(r2[m >> 1], r3[m >> 1], b0 + 1);
-            }
-            mma_16816(acc[m], fa, pb0, pb1);
-            const float2 h = *reinterpret_cast<const float2*>(ov + 2 * m);
-            acc_o[m][0] += mw0 * h.x;
-            acc_o[m][1] += mw1 * h.x;
-            acc_o[m][2] += mw0 * h.y;
-            acc_o[m][3] += mw1 * h.y;
-          }
+          mma_16816(acc[m], fa, pb0, pb1);
+          const float2 h = *reinterpret_cast<const float2*>(ov + 2 * m);
+          acc_o[m][0] += mw0 * h.x;
+          acc_o[m][1] += mw1 * h.x;
+          acc_o[m][2] += mw0 * h.y;
+          acc_o[m][3] += mw1 * h.y;
+        }
+      };
+      if constexpr (V::PAIR) {
+        // two windows per step: both QK chains are independent (the scheduler interleaves
+        // them), one softmax step for 32 tokens. An odd last window is computed twice and
+        // masked out of the second slot.
+#pragma unroll 1
+        for (int wi = grp; wi < nw; wi += 2 * NG) {
+          const bool two = wi + NG < nw;
+          const int wj = two ? wi + NG : wi;
+          float sc[2][4];
+          qk(wi, sc[0]);
+          qk(wj, sc[1]);
+          if (!two) sc[1][0] = sc[1][1] = sc[1][2] = sc[1][3] = -INFINITY;
+          softmax_step<D, 2>(sc, m_run, l_run, acc, acc_o);
+          pv(wi, sc[0]);
+          if (two) pv(wj, sc[1]);
+        }
+      } else {
+#pragma unroll 1
+        for (int wi = grp; wi < nw; wi += NG) {
+          float sc[1][4];
+          qk(wi, sc[0]);
+          softmax_step<D, 1>(sc, m_run, l_run, acc, acc_o);
+          pv(wi, sc[0]);
         }
       }
     } else {
@@ -539,16 +640,16 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
           mma_16816(xc[2 * (s & 1) + 1], fa, bl.x, bl.y);
         }
         const int tA = 16 * sl + gr, tB = tA + 8;
-        float sc[4];
+        float sc[1][4];
 #pragma unroll
-        for (int e = 0; e < 4; e++) sc[e] = ((xc[0][e] + xc[2][e]) + (xc[1][e] + xc[3][e])) * a.scale_log2;
-        if (tA >= n_valid) sc[0] = sc[1] = -INFINITY;
-        if (tB >= n_valid) sc[2] = sc[3] = -INFINITY;
-        if (2 * tq >= nh) sc[0] = sc[2] = -INFINITY;
-        if (2 * tq + 1 >= nh) sc[1] = sc[3] = -INFINITY;
-        softmax_step<D>(sc, m_run, l_run, acc, acc_o);
-        const uint32_t pb0 = movmatrix_trans(pack_half2(sc[0], sc[1]));
-        const uint32_t pb1 = movmatrix_trans(pack_half2(sc[2], sc[3]));
+        for (int e = 0; e < 4; e++) sc[0][e] = ((xc[0][e] + xc[2][e]) + (xc[1][e] + xc[3][e])) * a.scale_log2;
+        if (tA >= n_valid) sc[0][0] = sc[0][1] = -INFINITY;
+        if (tB >= n_valid) sc[0][2] = sc[0][3] = -INFINITY;
+        if (2 * tq >= nh) sc[0][0] = sc[0][2] = -INFINITY;
+        if (2 * tq + 1 >= nh) sc[0][1] = sc[0][3] = -INFINITY;
+        softmax_step<D, 1>(sc, m_run, l_run, acc, acc_o);
+        const uint32_t pb0 = movmatrix_trans(pack_half2(sc[0][0], sc[0][1]));
+        const uint32_t pb1 = movmatrix_trans(pack_half2(sc[0][2], sc[0][3]));
 #pragma unroll
         for (int m = 0; m < KS; m++) {
           uint32_t fa[4];
@@ -565,14 +666,14 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
 #pragma unroll
     for (int e = 0; e < 4; e++) acc[m][e] += acc_o[m][e];
 
-  // ---- merge the 8 warps, then write the result (or this split's partial) ----
+  // ---- merge the NWARP warps, then write the result (or this split's partial) ----
 #pragma unroll
   for (int o = 4; o <= 16; o <<= 1) {
     l_run[0] += __shfl_xor_sync(kFull, l_run[0], o);
     l_run[1] += __shfl_xor_sync(kFull, l_run[1], o);
   }
   __syncthreads();  // the ring is free
-  float* wacc = reinterpret_cast<float*>(smem + C::RING);  // [8 warps][8 heads][D]
+  float* wacc = reinterpret_cast<float*>(smem + C::RING);  // [NWARP][8 heads][D]
 #pragma unroll
   for (int m = 0; m < KS; m++) {
 #pragma unroll
@@ -591,10 +692,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_attn_kernel(FastArgs a) {
     const int n = idx / D, c = idx % D;
     float M = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < 8; w++) M = fmaxf(M, wm[w * kHeadsPerCta + n]);
+    for (int w = 0; w < NWARP; w++) M = fmaxf(M, wm[w * kHeadsPerCta + n]);
     float Ls = 0.0f, A = 0.0f;
 #pragma unroll
-    for (int w = 0; w < 8; w++) {
+    for (int w = 0; w < NWARP; w++) {
       const float mw = wm[w * kHeadsPerCta + n];
       const float f = mw == -INFINITY ? 0.0f : exp2f(mw - M);
       Ls += wl[w * kHeadsPerCta + n] * f;
@@ -645,13 +746,13 @@ int sm_count() {
   return cache[dev];
 }
 
-template <int D>
+template <int D, int VAR>
 nsn_status launch_fast(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_t stream) {
-  using C = Cfg<D>;
+  using C = Cfg<D, VAR>;
   static std::once_flag once;
   static cudaError_t attr_err = cudaSuccess;
   std::call_once(once, [] {
-    attr_err = cudaFuncSetAttribute(decode_attn_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::TOTAL);
+    attr_err = cudaFuncSetAttribute(decode_attn_kernel<D, VAR>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::TOTAL);
   });
   if (attr_err != cudaSuccess) {
     return set_error(NSN_E_BACKEND, "decode_attention: smem attribute (%d B): %s", C::TOTAL, cudaGetErrorString(attr_err));
@@ -674,13 +775,68 @@ nsn_status launch_fast(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_
   f.n_splits = p.n_splits;
   f.hadamard = (a.g.ablation & NSN_ABL_NO_HADAMARD) ? 0 : 1;
   f.scale_log2 = a.scale * 1.4426950408889634f;
-  NSN_LAUNCH(decode_attn_kernel<D>, dim3(p.n_splits, a.g.n_kv_heads * p.hgroups, a.n_seqs), kThreads, C::TOTAL, stream, f);
+  NSN_LAUNCH((decode_attn_kernel<D, VAR>), dim3(p.n_splits, a.g.n_kv_heads * p.hgroups, a.n_seqs), C::NT, C::TOTAL, stream, f);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return set_error(NSN_E_BACKEND, "decode_attention launch: %s", cudaGetErrorString(e));
   return NSN_OK;
 }
 
+// Variant in force: set_decode_attention_variant() if called with v >= 0, else the env var
+// NSN_ATTN_VARIANT (read once; "v2" or "2"), else kDecodeVariantDefault.
+std::atomic<int> g_variant_override{-1};
+
+int env_variant() {
+  static const int v = [] {
+    const char* e = getenv("NSN_ATTN_VARIANT");
+    if (!e || !*e) return kDecodeVariantDefault;
+    if (*e == 'v' || *e == 'V') e++;
+    const int x = atoi(e);
+    return x >= 0 && x < kDecodeVariants ? x : kDecodeVariantDefault;
+  }();
+  return v;
+}
+
+template <int D>
+nsn_status launch_fast_variant(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_t stream) {
+  if constexpr (D > 128) {
+    return launch_fast<D, 0>(a, p, stream);  // head_dim 256: v0 only (see Var)
+  } else {
+    switch (decode_attention_variant()) {
+      case 1:
+        return launch_fast<D, 1>(a, p, stream);
+      case 2:
+        return launch_fast<D, 2>(a, p, stream);
+      case 3:
+        return launch_fast<D, 3>(a, p, stream);
+      case 4:
+        return launch_fast<D, 4>(a, p, stream);
+      default:
+        return launch_fast<D, 0>(a, p, stream);
+    }
+  }
+}
+
 }  // namespace
+
+int decode_attention_variant() {
+  const int o = g_variant_override.load(std::memory_order_relaxed);
+  return o >= 0 ? o : env_variant();
+}
+
+void set_decode_attention_variant(int v) {
+  g_variant_override.store(v >= 0 && v < kDecodeVariants ? v : -1, std::memory_order_relaxed);
+}
+
+const char* decode_attention_variant_name(int v) {
+  static const char* const names[kDecodeVariants] = {
+      "v0: 256 thr, frags in regs, 4x32KB ring",
+      "v1: 512 thr, frags in smem, 3x36KB ring",
+      "v2: 256 thr, frags in smem, 2 windows/step, 3x36KB ring",
+      "v3: 512 thr, frags in smem, 2 windows/step, 3x36KB ring",
+      "v4: 512 thr, frags in smem, 4x32KB ring, <= 8 quantized windows/stage",
+  };
+  return v >= 0 && v < kDecodeVariants ? names[v] : "?";
+}
 
 DecodePlan plan_decode(const KvGeometry& g, int n_seqs, int max_ctx) {
   DecodePlan p{};
@@ -757,13 +913,13 @@ nsn_status launch_decode_attention(const DecodeAttnArgs& a, cudaStream_t stream)
   nsn_status st;
   switch (a.g.head_dim) {
     case 64:
-      st = gpu::launch_fast<64>(a, plan, stream);
+      st = gpu::launch_fast_variant<64>(a, plan, stream);
       break;
     case 128:
-      st = gpu::launch_fast<128>(a, plan, stream);
+      st = gpu::launch_fast_variant<128>(a, plan, stream);
       break;
     case 256:
-      st = gpu::launch_fast<256>(a, plan, stream);
+      st = gpu::launch_fast_variant<256>(a, plan, stream);
       break;
     default:
       return set_error(NSN_E_UNSUPPORTED, "decode_attention: head_dim %d (supported: 64, 128, 256)", a.g.head_dim);

@@ -11,6 +11,17 @@ namespace gpu {
 // ceil(group / 8) head groups (its pages are then read once per group).
 constexpr int kHeadsPerCta = 8;
 
+// Run-time selectable kernel variants of the fast kernel (decode_attention.cu, `Var`): v0 the
+// run-2 kernel, v1 512 threads + fragments in shared memory, v2 two windows per warp step,
+// v3 both, v4 = v1 with a 4 x 32 KB ring (fp16 pages: 3 windows in flight). The launcher reads NSN_ATTN_VARIANT once ("v1" or "1"); tests and the benchmark
+// override it with set_decode_attention_variant (-1: back to env / default). head_dim 256 always
+// runs v0. Every variant computes the same result (up to float summation order).
+constexpr int kDecodeVariants = 5;
+constexpr int kDecodeVariantDefault = 1;
+int decode_attention_variant();
+void set_decode_attention_variant(int v);
+const char* decode_attention_variant_name(int v);
+
 // Split-KV plan for a launch: every sequence is cut into n_splits window ranges.
 struct DecodePlan {
   int group;     // query heads per KV head

@@ -3,7 +3,9 @@
 // encode/dequant kernels' throughput. CUDA events around each launch (split kernel + reduce),
 // warm-up, median of many iterations; the pages rotate over enough copies that every launch
 // reads from HBM, not L2. Efficiency = KV bytes that must be read / time / 4.3 TB/s.
-//   bench_attention [--json FILE] [--quick] [--only KV_BITS CTX BATCH]   (--only: one shape, for ncu)
+//   bench_attention [--json FILE] [--quick] [--only KV_BITS CTX BATCH] [--no-variants]
+//   (--only: one shape, for ncu. First every kernel variant at 32K x 16 (or the --only shape),
+//   unless --no-variants, then all shapes with the default variant, i.e. NSN_ATTN_VARIANT if set)
 // Build: see tools/gpu_kernel_tests.sh.
 #include <math.h>
 #include <stdio.h>
@@ -84,6 +86,7 @@ struct Result {
   int kv_bits, ctx, batch;
   double us, bytes, eff;
   int splits;
+  int variant;  // decode-attention kernel variant (-1: not applicable)
 };
 
 static double median(std::vector<float> v) {
@@ -93,11 +96,12 @@ static double median(std::vector<float> v) {
 
 int main(int argc, char** argv) {
   const char* json = nullptr;
-  bool quick = false;
+  bool quick = false, no_variants = false;
   int only_bits = 0, only_ctx = 0, only_batch = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     if (!strcmp(argv[i], "--quick")) quick = true;
+    if (!strcmp(argv[i], "--no-variants")) no_variants = true;
     if (!strcmp(argv[i], "--only") && i + 3 < argc) {
       only_bits = atoi(argv[i + 1]);
       only_ctx = atoi(argv[i + 2]);
@@ -146,10 +150,10 @@ int main(int argc, char** argv) {
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
-  printf("%-8s %7s %5s %6s %10s %9s %7s\n", "kv_bits", "ctx", "batch", "splits", "time_us", "GB/s", "eff");
-  for (int ctx : ctxs) {
-    for (int batch : batches) {
-      for (int bits : bit_list) {
+  // One measurement: kernel variant var (-1: the default / NSN_ATTN_VARIANT) at one shape.
+  auto measure = [&](int bits, int ctx, int batch, int var, const char* name) {
+        gpu::set_decode_attention_variant(var);
+        const int var_used = gpu::decode_attention_variant();
         const int kind = kind_of_bits(bits), nw = ctx / 64;
         const size_t pb = page_bytes(kind, D, NSN_QUANT_NSN, 1, NKV);
         const size_t set_bytes = pb * nw * batch;  // one copy of every sequence's pages
@@ -159,7 +163,7 @@ int main(int argc, char** argv) {
         if ((double)set_bytes * copies > 0.85 * free_b) copies = 1;
         if ((double)set_bytes > 0.85 * free_b) {
           printf("%-8d %7d %5d  skipped (%.1f GB does not fit)\n", bits, ctx, batch, set_bytes / 1e9);
-          continue;
+          return;
         }
         uint8_t* arena;
         CK(cudaMalloc(&arena, set_bytes * copies));
@@ -227,16 +231,32 @@ int main(int argc, char** argv) {
         }
         const double us = median(times);
         const double eff = must_read / (us * 1e-6) / kPeakBw;
-        printf("%-8d %7d %5d %6d %10.2f %9.1f %6.1f%%\n", bits, ctx, batch, splits, us, must_read / (us * 1e-6) / 1e9, 100 * eff);
+        printf("%-8d %7d %5d %6d %10.2f %9.1f %6.1f%%  v%d\n", bits, ctx, batch, splits, us, must_read / (us * 1e-6) / 1e9,
+               100 * eff, var_used);
         fflush(stdout);
-        results.push_back({"decode_attention", bits, ctx, batch, us, must_read, eff, splits});
+        results.push_back({name, bits, ctx, batch, us, must_read, eff, splits, var_used});
         CK(cudaFree(arena));
         CK(cudaFree(d_offs));
         CK(cudaFree(d_seqs));
         CK(cudaFree(d_q));
         CK(cudaFree(d_out));
         if (d_ws) CK(cudaFree(d_ws));
-      }
+        gpu::set_decode_attention_variant(-1);
+  };
+  printf("%-8s %7s %5s %6s %10s %9s %7s  %s\n", "kv_bits", "ctx", "batch", "splits", "time_us", "GB/s", "eff", "variant");
+  // every kernel variant at 32K x batch 16 (or the --only shape), for picking the default
+  if (!no_variants) {
+    const int vctx = only_bits ? only_ctx : 32768, vbatch = only_bits ? only_batch : 16;
+    printf("-- variants at ctx %d batch %d:\n", vctx, vbatch);
+    for (int v = 0; v < gpu::kDecodeVariants; v++) {
+      printf("   v%d = %s\n", v, gpu::decode_attention_variant_name(v));
+      for (int bits : bit_list) measure(bits, vctx, vbatch, v, "decode_attention_variant");
+    }
+    printf("-- default variant (v%d), all shapes:\n", gpu::decode_attention_variant());
+  }
+  for (int ctx : ctxs) {
+    for (int batch : batches) {
+      for (int bits : bit_list) measure(bits, ctx, batch, -1, "decode_attention");
     }
   }
 
@@ -272,7 +292,7 @@ int main(int argc, char** argv) {
       const double us = median(times), blocks = (double)n_jobs * NKV * 2;
       printf("%s bits=%d: %d windows x %d kv heads x K,V = %.0f blocks in %.1f us: %.3f us/block, %.2f M blocks/s\n",
              which ? "kv_dequant" : "kv_encode ", bits, n_jobs, NKV, blocks, us, us / blocks, blocks / us);
-      results.push_back({which ? "kv_dequant" : "kv_encode", bits, 64, n_jobs * NKV * 2, us, 0.0, 0.0, 0});
+      results.push_back({which ? "kv_dequant" : "kv_encode", bits, 64, n_jobs * NKV * 2, us, 0.0, 0.0, 0, -1});
     }
     CK(cudaFree(src));
     CK(cudaFree(dst));
@@ -289,8 +309,8 @@ int main(int argc, char** argv) {
             prop.name, kPeakBw, D, NH, NKV);
     for (size_t i = 0; i < results.size(); i++) {
       const Result& r = results[i];
-      fprintf(f, "  {\"kernel\": \"%s\", \"kv_bits\": %d, \"ctx\": %d, \"batch\": %d, \"us\": %.3f, \"bytes\": %.0f, \"eff\": %.4f, \"splits\": %d}%s\n",
-              r.name.c_str(), r.kv_bits, r.ctx, r.batch, r.us, r.bytes, r.eff, r.splits, i + 1 < results.size() ? "," : "");
+      fprintf(f, "  {\"kernel\": \"%s\", \"kv_bits\": %d, \"ctx\": %d, \"batch\": %d, \"us\": %.3f, \"bytes\": %.0f, \"eff\": %.4f, \"splits\": %d, \"variant\": %d}%s\n",
+              r.name.c_str(), r.kv_bits, r.ctx, r.batch, r.us, r.bytes, r.eff, r.splits, r.variant, i + 1 < results.size() ? "," : "");
     }
     fprintf(f, "]}\n");
     fclose(f);

@@ -287,6 +287,8 @@ struct SeqSpec {
 
 enum Kernel { FAST = 0, REF = 1 };
 
+static std::vector<int> g_variants;
+
 static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec>& specs, int method,
                            Kernel kernel, Rng& rng, const char* label) {
   Tables tb(d);
@@ -391,6 +393,12 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
     max_ctx = std::max(max_ctx, specs[s].n_ctx);
   }
   CK(cudaMemcpy(d_seqs, seqs.data(), sizeof(DecodeSeq) * n_seqs, cudaMemcpyHostToDevice));
+  // The fast kernel runs once per selected variant (g_variants; head_dim 256 only has v0).
+  std::vector<int> vlist = kernel == FAST ? g_variants : std::vector<int>{-1};
+  if (kernel == FAST && d > 128) vlist = {0};
+  for (int var : vlist) {
+  if (var >= 0) gpu::set_decode_attention_variant(var);
+  CK(cudaMemset(d_out, 0xFF, 2 * q.size()));
   DecodeAttnArgs a{};
   a.g = tb.geo(n_layers, n_heads, n_kv, method, 0);
   a.arena = d_arena;
@@ -402,7 +410,7 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
   a.max_ctx = max_ctx;
   a.scale = scale;
   a.workspace_bytes = decode_attention_workspace(a.g, n_seqs, max_ctx);
-  if (a.workspace_bytes) CK(cudaMalloc(&d_ws, a.workspace_bytes));
+  if (a.workspace_bytes && !d_ws) CK(cudaMalloc(&d_ws, a.workspace_bytes));
   a.workspace = d_ws;
   NK(kernel == FAST ? launch_decode_attention(a, 0) : gpu::launch_decode_attention_ref(a, 0));
   CK(cudaDeviceSynchronize());
@@ -440,8 +448,12 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
     }
   }
   const int splits = gpu::plan_decode(a.g, n_seqs, max_ctx).n_splits;
+  char kname[8];
+  snprintf(kname, sizeof kname, var >= 0 ? "fast%d" : "ref  ", var);
   check(!nan && worst < tol, "attn %s d=%3d gqa %2d:1 kv=%d %-28s splits=%2d: max row err/rms %.2e (tol %.0e)%s",
-        kernel == FAST ? "fast" : "ref ", d, group, n_kv, label, splits, worst, tol, nan ? " NaN!" : "");
+        kname, d, group, n_kv, label, splits, worst, tol, nan ? " NaN!" : "");
+  }
+  gpu::set_decode_attention_variant(-1);
   cudaFree(d_arena);
   cudaFree(d_q);
   cudaFree(d_out);
@@ -452,6 +464,19 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
 
 int main(int argc, char** argv) {
   const bool small = argc > 1 && !strcmp(argv[1], "--small");
+  // NSN_TEST_VARIANTS=0,2 restricts the fast-kernel variants under test (default: all)
+  if (const char* e = getenv("NSN_TEST_VARIANTS")) {
+    for (const char* p = e; *p;) {
+      if (*p >= '0' && *p <= '9') g_variants.push_back(atoi(p));
+      while (*p && *p != ',') p++;
+      if (*p) p++;
+    }
+  }
+  if (g_variants.empty())
+    for (int v = 0; v < gpu::kDecodeVariants; v++) g_variants.push_back(v);
+  printf("fast-kernel variants under test:");
+  for (int v : g_variants) printf(" v%d", v);
+  printf(" (default v%d)\n", gpu::decode_attention_variant());
   Rng rng(12345);
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
