@@ -5,13 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifndef NSN_HD
-#ifdef __CUDACC__
-#define NSN_HD __host__ __device__
-#else
-#define NSN_HD
-#endif
-#endif
+#include "nsn_hd.h"
 
 namespace nsn {
 

@@ -22,11 +22,7 @@
 #pragma once
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define NSN_HD __host__ __device__
-#else
-#define NSN_HD
-#endif
+#include "nsn_hd.h"
 
 namespace nsn {
 

@@ -8,13 +8,7 @@
 
 #include "../include/nsn.h"
 
-#ifndef NSN_HD
-#ifdef __CUDACC__
-#define NSN_HD __host__ __device__
-#else
-#define NSN_HD
-#endif
-#endif
+#include "nsn_hd.h"
 
 namespace nsn {
 

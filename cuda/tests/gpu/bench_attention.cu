@@ -21,25 +21,10 @@
 #include "../../src/kv_layout.h"
 #include "../../src/quant/nsn_quant.h"
 #include "../../src/rope.h"
+#include "check.h"
 
 using namespace nsn;
 
-#define CK(x)                                                                                 \
-  do {                                                                                        \
-    cudaError_t e_ = (x);                                                                     \
-    if (e_ != cudaSuccess) {                                                                  \
-      fprintf(stderr, "%s:%d: CUDA error %s\n", __FILE__, __LINE__, cudaGetErrorString(e_));  \
-      exit(2);                                                                                \
-    }                                                                                         \
-  } while (0)
-#define NK(x)                                                                                     \
-  do {                                                                                            \
-    nsn_status s_ = (x);                                                                          \
-    if (s_ != NSN_OK) {                                                                           \
-      fprintf(stderr, "%s:%d: status %d: %s\n", __FILE__, __LINE__, (int)s_, nsn_last_error());   \
-      exit(2);                                                                                    \
-    }                                                                                             \
-  } while (0)
 
 constexpr double kPeakBw = 4.3e12;  // measured device copy rate on this machine kind (docs/gpu.md)
 constexpr int D = 128, NH = 32, NKV = 8;
