@@ -6,15 +6,20 @@
 // step would not fit, the newest running sequence is preempted: freed, re-queued at the front
 // with its generated tokens, and later recomputed by prefill, invisibly to its client.
 
-import {
-  EngineError,
-  type KvBits,
-  type KvEngine,
-  type SeqInput,
-  type StepResult,
-} from "./types.ts";
+import { EngineError, type KvBits, type KvEngine, type StepResult } from "./types.ts";
 import { KvBudget } from "./kv_budget.ts";
+import { asError, QueueFullError, ShutdownError } from "./scheduler_errors.ts";
 import { type FinishReason, type SeqRequest, Sequence } from "./sequence.ts";
+import {
+  deliverPromptLogprobs,
+  planChunk,
+  type Planned,
+  planRunning,
+  toInput,
+  topNOf,
+} from "./step_plan.ts";
+
+export { QueueFullError, ShutdownError } from "./scheduler_errors.ts";
 
 export interface SchedulerOptions {
   maxNumSeqs: number; // running sequences at once (clamped to the engine's slots)
@@ -29,30 +34,6 @@ export interface SchedulerObserver {
   onToken?(seq: Sequence, first: boolean, sinceLast: number): void;
   onFinish?(seq: Sequence, reason: FinishReason): void;
   onPreempt?(seq: Sequence): void;
-}
-
-/** The waiting queue is full; the route answers 429 with Retry-After. */
-export class QueueFullError extends Error {
-  constructor(readonly retryAfterSeconds: number) {
-    super("The server is busy: the request queue is full. Retry later.");
-    this.name = "QueueFullError";
-  }
-}
-
-/** The server stopped before the sequence finished; its client must not mistake it for done. */
-export class ShutdownError extends Error {
-  constructor() {
-    super("The server shut down before the request finished.");
-    this.name = "ShutdownError";
-  }
-}
-
-interface Planned {
-  seq: Sequence;
-  start: number; // first position of the chunk
-  chunk: number; // tokens fed this step
-  sample: boolean;
-  wantLogprobs: boolean;
 }
 
 // Steps that resolve without passing through the event loop (the fake engine, or very short
@@ -187,7 +168,7 @@ export class Scheduler {
   /** Chooses this step's chunks, preempting when the running set outgrows the pool. */
   #plan(): Planned[] {
     for (;;) {
-      const plan = this.#planRunning();
+      const plan = planRunning(this.#running, this.opts.maxStepTokens);
       if (this.budget.fits(this.#running, plan)) {
         this.#admit(plan);
         return plan;
@@ -199,25 +180,6 @@ export class Scheduler {
       }
       this.#preempt(victim);
     }
-  }
-
-  #planRunning(): Planned[] {
-    const plan: Planned[] = [];
-    let left = this.opts.maxStepTokens;
-    // Decodes first: one token each keeps every running stream moving.
-    for (const seq of this.#running) {
-      if (left === 0) break;
-      if (seq.pending === 1) plan.push(this.#chunk(seq, 1)), left--;
-    }
-    for (const seq of this.#running) {
-      if (left === 0) break;
-      if (seq.pending > 1) {
-        const n = Math.min(seq.pending, left);
-        plan.push(this.#chunk(seq, n));
-        left -= n;
-      }
-    }
-    return plan;
   }
 
   #admit(plan: Planned[]): void {
@@ -242,23 +204,9 @@ export class Scheduler {
       seq.status = "running";
       this.#running.push(seq);
       const n = Math.min(seq.pending, left);
-      plan.push(this.#chunk(seq, n));
+      plan.push(planChunk(seq, n));
       left -= n;
     }
-  }
-
-  #chunk(seq: Sequence, n: number): Planned {
-    const start = seq.numComputed;
-    const end = start + n;
-    return {
-      seq,
-      start,
-      chunk: n,
-      sample: end === seq.tokens.length && seq.maxTokens > 0,
-      // Only prompt positions whose logprobs were not delivered yet (a recompute skips them).
-      wantLogprobs: seq.promptLogprobs && seq.promptLogprobsDone < seq.nPrompt - 1 &&
-        start < seq.nPrompt - 1,
-    };
   }
 
   #apply(plan: Planned[], result: StepResult): void {
@@ -276,16 +224,7 @@ export class Scheduler {
 
   #applyOne(p: Planned, result: StepResult, i: number, now: number): void {
     const seq = p.seq;
-    const positions = result.positions[i];
-    if (p.wantLogprobs && positions) {
-      // Position j's logprob is of token j+1; only prompt tokens 1..nPrompt-1 come from here.
-      const from = Math.max(seq.promptLogprobsDone, p.start);
-      const to = Math.min(p.start + p.chunk, seq.nPrompt - 1);
-      if (to > from) {
-        seq.sink.onPromptLogprobs(from, positions.slice(from - p.start, to - p.start));
-        seq.promptLogprobsDone = to;
-      }
-    }
+    deliverPromptLogprobs(p, result.positions[i]);
     if (seq.numComputed >= seq.nPrompt && !seq.promptCounted) {
       seq.promptCounted = true;
       this.#observer.onPromptDone?.(seq);
@@ -365,24 +304,4 @@ export class Scheduler {
   capacityTokens(kvBits: KvBits): number {
     return this.budget.capacityTokens(kvBits);
   }
-}
-
-function toInput(p: Planned): SeqInput {
-  const toks = p.seq.tokens;
-  const end = p.start + p.chunk;
-  return {
-    seq: p.seq.slot,
-    tokens: toks.slice(p.start, end),
-    sample: p.sample,
-    wantLogprobs: p.wantLogprobs,
-    nextToken: p.wantLogprobs && end < toks.length ? toks[end] : undefined,
-  };
-}
-
-function topNOf(plan: Planned[]): number {
-  return plan.reduce((m, p) => Math.max(m, p.seq.topN), 0);
-}
-
-function asError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
 }

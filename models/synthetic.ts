@@ -3,7 +3,7 @@
 // (nsn_engine_init_random), so nothing is read from disk. They have no tokenizer: the loader
 // gives them models/tokenizer.ts ByteTokenizer (ids 0..255 = UTF-8 bytes, others "<id>").
 
-import { ModelError, type ModelSpec, NO_ROPE_SCALING, validateSpec } from "./config.ts";
+import { ModelError, type ModelSpec, NO_ROPE_SCALING, validateSpec } from "./model_spec.ts";
 
 type Preset = Omit<ModelSpec, "rope" | "architecture" | "qkvBias" | "addBos"> & Partial<ModelSpec>;
 
