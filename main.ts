@@ -1,7 +1,7 @@
 // The server's CLI. Binds the port first (so /health can say 503 while the model loads), then
 // loads the model (models/loader.ts builds the native library when needed), then serves the
-// OpenAI completions API. SIGINT/SIGTERM: stop accepting, let in-flight requests finish for a
-// grace period, cancel the rest, close the engine, exit 0.
+// OpenAI completions and chat completions API. SIGINT/SIGTERM: stop accepting, let in-flight
+// requests finish for a grace period, cancel the rest, close the engine, exit 0.
 
 import { basename, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -71,6 +71,7 @@ function toServingModel(name: string, m: LoadedModel): ServingModel {
     bosId: m.spec.bosId,
     addBos: m.spec.addBos,
     eosIds: m.spec.eosIds,
+    chatTemplate: m.chatTemplate,
     created: Math.floor(Date.now() / 1000),
   };
 }

@@ -4,27 +4,24 @@
 // events(); non-streaming awaits result(), which also ranks best_of candidates.
 
 import { AsyncQueue } from "./async_queue.ts";
-import { codePoints, IncrementalDetokenizer, tokenPieces } from "./detokenizer.ts";
-import {
-  concatLogprobs,
-  emptyLogprobs,
-  type LegacyLogprobs,
-  type LogprobEntry,
-  LogprobsWriter,
-} from "./logprobs.ts";
+import type { ChatLogprobs } from "./chat_logprobs.ts";
+import { Choice, type PromptInfo } from "./completion_choice.ts";
+import { codePoints, tokenPieces } from "./detokenizer.ts";
+import { type LegacyLogprobs, type LogprobsFormat, LogprobsWriter } from "./logprobs.ts";
 import type { ServingModel } from "./model.ts";
 import { type CompletionRequest, samplingParamsFor } from "./sampling_params.ts";
 import type { Scheduler } from "./scheduler.ts";
-import type { FinishReason, SeqRequest, SeqSink, Sequence } from "./sequence.ts";
-import { StopMatcher } from "./stop.ts";
-import type { PositionLogprob, SeqOutput } from "./types.ts";
+import type { SeqRequest, Sequence } from "./sequence.ts";
 
 export interface ChoiceChunk {
   index: number;
   text: string;
-  logprobs: LegacyLogprobs | null;
+  logprobs: ChoiceLogprobs | null;
   finish_reason: "stop" | "length" | null;
 }
+
+/** Legacy for /v1/completions; chat when CompletionDeps.logprobsFormat says so. */
+export type ChoiceLogprobs = LegacyLogprobs | ChatLogprobs;
 
 export interface Usage {
   prompt_tokens: number;
@@ -46,13 +43,10 @@ export interface CompletionDeps {
   model: ServingModel;
   scheduler: Scheduler;
   tokenText: (id: number) => string;
-}
-
-interface PromptInfo {
-  ids: number[];
-  echoText: string;
-  echoCp: number; // code points of echoText: where generated text_offsets start
-  offsets: number[]; // text_offset of each prompt token (echo + logprobs only)
+  /** The logprobs shape to write (default: the legacy completions one). */
+  logprobsFormat?: (tokenText: (id: number) => string, topN: number) => LogprobsFormat<
+    ChoiceLogprobs
+  >;
 }
 
 export class CompletionRun {
@@ -61,7 +55,7 @@ export class CompletionRun {
   readonly req: CompletionRequest;
   readonly promptTokens: number;
   readonly deps: CompletionDeps;
-  readonly writer: LogprobsWriter | null;
+  readonly writer: LogprobsFormat<ChoiceLogprobs> | null;
   #choices: Choice[] = [];
   #seqs: Sequence[] = [];
   #queue = new AsyncQueue<StreamEvent>();
@@ -75,7 +69,8 @@ export class CompletionRun {
     this.deps = deps;
     this.req = req;
     this.promptTokens = req.prompts.reduce((a, p) => a + p.length, 0);
-    this.writer = req.logprobs === null ? null : new LogprobsWriter(deps.tokenText, req.logprobs);
+    const format = deps.logprobsFormat ?? ((t, n) => new LogprobsWriter(t, n));
+    this.writer = req.logprobs === null ? null : format(deps.tokenText, req.logprobs);
     this.#done = new Promise((r) => this.#resolveDone = r);
     const promptLogprobs = req.echo && req.logprobs !== null;
     const runEngine = req.maxTokens > 0 || promptLogprobs;
@@ -179,126 +174,5 @@ export class CompletionRun {
     }
     info.echoCp = codePoints(info.echoText);
     return info;
-  }
-}
-
-/** One candidate: turns its sequence's tokens into text and logprobs. */
-class Choice implements SeqSink {
-  completionTokens = 0;
-  cumLogprob = 0;
-  error: Error | null = null;
-  #run: CompletionRun;
-  #prompt: PromptInfo;
-  #index: number;
-  #detok: IncrementalDetokenizer;
-  #stop: StopMatcher;
-  #pending: LogprobEntry[] = []; // generated tokens whose text is not released yet
-  #promptLp: PositionLogprob[] = [];
-  #genCp = 0; // code points generated (released + held)
-  #releasedCp = 0;
-  #echoed = false;
-  #finished = false;
-  #text = "";
-  #logprobs: LegacyLogprobs | null;
-  #finishReason: "stop" | "length" | null = null;
-
-  constructor(run: CompletionRun, prompt: PromptInfo, index: number) {
-    this.#run = run;
-    this.#prompt = prompt;
-    this.#index = index;
-    this.#detok = new IncrementalDetokenizer(run.deps.model.tokenizer, prompt.ids);
-    this.#stop = new StopMatcher(run.req.stop);
-    this.#logprobs = run.writer ? emptyLogprobs() : null;
-  }
-
-  onPromptLogprobs(start: number, list: PositionLogprob[]): void {
-    for (let i = 0; i < list.length; i++) this.#promptLp[start + i] = list[i];
-  }
-
-  onToken(out: SeqOutput): boolean {
-    this.completionTokens++;
-    this.cumLogprob += out.logprob;
-    this.#echo();
-    const delta = this.#detok.push(out.token);
-    this.#pending.push({
-      id: out.token,
-      logprob: out.logprob,
-      top: out.top,
-      offset: this.#prompt.echoCp + this.#genCp,
-    });
-    this.#genCp += codePoints(delta);
-    const r = this.#stop.push(delta);
-    this.#out(r.release, r.stopped ? "stop" : null);
-    return r.stopped;
-  }
-
-  onFinish(reason: FinishReason, error?: Error): void {
-    if (this.#finished) return;
-    if (reason === "error") this.error = error ?? new Error("generation failed");
-    // A matched stop string already ended the text in onToken.
-    if ((reason === "stop" || reason === "length") && this.#finishReason === null) {
-      this.#echo();
-      const tail = this.#detok.flush();
-      this.#genCp += codePoints(tail);
-      const r = this.#stop.push(tail);
-      if (r.stopped) this.#out(r.release, "stop");
-      else this.#out(r.release + this.#stop.flush(), reason, true);
-    }
-    this.#finished = true;
-    this.#run.choiceDone(this);
-  }
-
-  /** This candidate as a complete choice (non-streaming). */
-  final(index: number): ChoiceChunk {
-    return {
-      index,
-      text: this.#text,
-      logprobs: this.#logprobs,
-      finish_reason: this.#finishReason,
-    };
-  }
-
-  /** The echoed prompt (and its logprobs) goes out before the first generated text. */
-  #echo(): void {
-    if (this.#echoed) return;
-    this.#echoed = true;
-    if (!this.#run.req.echo) return;
-    const entries: LogprobEntry[] = this.#prompt.ids.map((id, i) => {
-      const lp = i > 0 ? this.#promptLp[i - 1] : undefined;
-      return {
-        id,
-        logprob: lp?.logprob ?? NaN,
-        top: lp?.top ?? null,
-        offset: this.#prompt.offsets[i] ?? 0,
-      };
-    });
-    this.#send(this.#prompt.echoText, entries, null);
-  }
-
-  /**
-   * Releases text: the generated tokens that start inside it go out with it. With a finish
-   * reason the choice ends; `all` also sends zero-width tokens at the very end (EOS).
-   */
-  #out(text: string, finish: "stop" | "length" | null, all = false): void {
-    this.#releasedCp += codePoints(text);
-    const limit = this.#prompt.echoCp + this.#releasedCp;
-    let k = 0;
-    while (k < this.#pending.length && (all || this.#pending[k].offset < limit)) k++;
-    const entries = this.#pending.splice(0, k);
-    if (finish) this.#pending = []; // tokens of the stop string are not returned
-    if (text === "" && entries.length === 0 && !finish) return;
-    this.#finishReason = finish;
-    this.#send(text, entries, finish);
-  }
-
-  #send(text: string, entries: LogprobEntry[], finish: "stop" | "length" | null): void {
-    this.#text += text;
-    let piece: LegacyLogprobs | null = null;
-    if (this.#run.writer && this.#logprobs) {
-      piece = emptyLogprobs();
-      for (const e of entries) this.#run.writer.append(piece, e);
-      concatLogprobs(this.#logprobs, piece);
-    }
-    this.#run.emit({ index: this.#index, text, logprobs: piece, finish_reason: finish });
   }
 }

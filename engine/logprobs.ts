@@ -29,13 +29,32 @@ export interface LogprobEntry {
   offset: number; // code points into the returned text
 }
 
-export class LogprobsWriter {
+/**
+ * Builds one response's logprobs object of type L, piece by piece (each streamed chunk gets a
+ * piece; the whole choice is the concatenation). /v1/completions writes the legacy shape,
+ * /v1/chat/completions the chat shape (chat_logprobs.ts).
+ */
+export interface LogprobsFormat<L> {
+  empty(): L;
+  append(into: L, e: LogprobEntry): void;
+  concat(a: L, b: L): void;
+}
+
+export class LogprobsWriter implements LogprobsFormat<LegacyLogprobs> {
   #tokenText: (id: number) => string;
   #topN: number;
 
   constructor(tokenText: (id: number) => string, topN: number) {
     this.#tokenText = tokenText;
     this.#topN = topN;
+  }
+
+  empty(): LegacyLogprobs {
+    return emptyLogprobs();
+  }
+
+  concat(a: LegacyLogprobs, b: LegacyLogprobs): void {
+    concatLogprobs(a, b);
   }
 
   append(into: LegacyLogprobs, e: LogprobEntry): void {

@@ -2,6 +2,7 @@
 // special-token facts. main.ts builds it from models/loader.ts's LoadedModel; tests build one
 // around tests/fake_engine.ts, so routes/ and engine/ run without native code or model files.
 
+import type { ChatTemplate } from "../models/chat_template.ts";
 import type { TextTokenizer } from "../models/tokenizer.ts";
 import type { KvEngine } from "./types.ts";
 
@@ -17,6 +18,8 @@ export interface ServingModel {
   addBos: boolean;
   /** Any of these ends a sequence unless ignore_eos. */
   eosIds: number[];
+  /** Renders /v1/chat/completions messages; absent or null: the model has no template. */
+  chatTemplate?: ChatTemplate | null;
   /** Unix seconds, for /v1/models `created`. */
   created: number;
 }

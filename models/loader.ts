@@ -9,6 +9,7 @@ import { type NsnLibrary, openLibrary } from "../ffi/library.ts";
 import { NativeEngine } from "../ffi/native_engine.ts";
 import type { EngineOptions } from "../ffi/structs.ts";
 import { NsnDtype, NsnSlot } from "../ffi/symbols.ts";
+import { type ChatTemplate, loadChatTemplate } from "./chat_template.ts";
 import { ModelError, type ModelSpec, readModelSpec } from "./config.ts";
 import { openSafetensors, type SafetensorsSet } from "./safetensors.ts";
 import { syntheticSpec } from "./synthetic.ts";
@@ -26,6 +27,8 @@ export interface LoadedModel extends Disposable {
   name: string; // as given ("demo", "synthetic:tiny", a path)
   spec: ModelSpec;
   tokenizer: TextTokenizer;
+  /** null: the model has none (synthetic, the demo), so /v1/chat/completions answers 400. */
+  chatTemplate: ChatTemplate | null;
   engine: NativeEngine;
   close(): void;
 }
@@ -142,6 +145,7 @@ export async function loadModel(name: string, options: LoadOptions = {}): Promis
 
   let spec: ModelSpec;
   let tokenizer: TextTokenizer;
+  let chatTemplate: ChatTemplate | null = null;
   let st: SafetensorsSet | null = null;
   let weights: WeightEntry[] = [];
   if (synthetic !== null) {
@@ -149,6 +153,11 @@ export async function loadModel(name: string, options: LoadOptions = {}): Promis
     tokenizer = new ByteTokenizer(spec.vocabSize);
   } else {
     ({ spec, tokenizer } = await readModelDir(dir));
+    const text = (id: number | undefined) => id === undefined ? undefined : tokenizer.tokenText(id);
+    chatTemplate = await loadChatTemplate(dir, {
+      bos: text(spec.bosId ?? undefined),
+      eos: text(spec.eosIds[0]),
+    });
     st = await openSafetensors(dir);
   }
   try {
@@ -167,6 +176,7 @@ export async function loadModel(name: string, options: LoadOptions = {}): Promis
       name,
       spec,
       tokenizer,
+      chatTemplate,
       engine,
       close: () => engine.close(),
       [Symbol.dispose]: () => engine.close(),

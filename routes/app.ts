@@ -4,6 +4,7 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
+import { chatRoutes } from "./chat.ts";
 import { completionsRoutes } from "./completions.ts";
 import { ApiError, notFound, onError } from "./errors.ts";
 import { healthRoutes } from "./health.ts";
@@ -56,5 +57,6 @@ export function createApp(state: AppState): Hono {
   app.route("/", modelsRoutes(state));
   app.route("/", tokenizeRoutes(state));
   app.route("/", completionsRoutes(state));
+  app.route("/", chatRoutes(state));
   return app;
 }

@@ -6,6 +6,21 @@
 import { type CompletionRequest, REQUEST_DEFAULTS } from "../engine/sampling_params.ts";
 import { KV_BITS, type KvBits } from "../engine/types.ts";
 import { ApiError, badRequest } from "./errors.ts";
+import {
+  type Body,
+  boolean,
+  integer,
+  isObject,
+  logitBias,
+  number,
+  present,
+  show,
+  stops,
+  tokenId,
+} from "./validate_fields.ts";
+import { prompts } from "./validate_prompt.ts";
+
+export { show } from "./validate_fields.ts";
 
 export interface ValidationContext {
   modelIds: string[]; // served id first, then aliases
@@ -21,18 +36,6 @@ export interface ValidationContext {
 
 const MAX_SEQUENCES = 4096; // prompts x best_of in one request
 
-/** A client's value quoted in an error, cut short: errors never echo megabytes back. */
-export function show(v: unknown): string {
-  let s: string;
-  try {
-    // JSON.stringify turns non-finite numbers into "null": show them as they are.
-    s = typeof v === "number" ? String(v) : JSON.stringify(v) ?? String(v);
-  } catch {
-    s = Array.isArray(v) ? "an array" : typeof v;
-  }
-  return s.length > 80 ? `${s.slice(0, 60)}... (${s.length} characters)` : s;
-}
-
 /** X-KV-Bits header -> kv_bits; absent means the server default, anything else exact. */
 export function parseKvBits(header: string | undefined | null, fallback: KvBits): KvBits {
   if (header === undefined || header === null) return fallback;
@@ -44,148 +47,6 @@ export function parseKvBits(header: string | undefined | null, fallback: KvBits)
     );
   }
   return v as KvBits;
-}
-
-type Body = Record<string, unknown>;
-
-function present(b: Body, key: string): boolean {
-  return b[key] !== undefined && b[key] !== null;
-}
-
-function number(b: Body, key: string, fallback: number, lo: number, hi: number, loOpen = false) {
-  if (!present(b, key)) return fallback;
-  const v = b[key];
-  if (typeof v !== "number" || !Number.isFinite(v)) {
-    throw badRequest(key, `'${key}' must be a number, got ${show(v)}.`);
-  }
-  if (v > hi || v < lo || (loOpen && v === lo)) {
-    const range = `${loOpen ? "(" : "["}${lo}, ${hi}]`;
-    throw badRequest(key, `'${key}' must be in ${range}, got ${v}.`);
-  }
-  return v;
-}
-
-function integer(b: Body, key: string, fallback: number, lo: number, hi: number): number {
-  if (!present(b, key)) return fallback;
-  const v = b[key];
-  if (typeof v !== "number" || !Number.isInteger(v)) {
-    throw badRequest(key, `'${key}' must be an integer, got ${show(v)}.`);
-  }
-  if (v < lo || v > hi) throw badRequest(key, `'${key}' must be in [${lo}, ${hi}], got ${v}.`);
-  return v;
-}
-
-function boolean(b: Body, key: string, fallback: boolean): boolean {
-  if (!present(b, key)) return fallback;
-  const v = b[key];
-  if (typeof v !== "boolean") {
-    throw badRequest(key, `'${key}' must be a boolean, got ${show(v)}.`);
-  }
-  return v;
-}
-
-function tokenId(v: unknown, key: string, vocab: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= vocab) {
-    throw badRequest(
-      key,
-      `'${key}' holds an invalid token id ${show(v)} ` +
-        `(the vocabulary has ids 0..${vocab - 1}).`,
-    );
-  }
-  return v;
-}
-
-/**
- * Tokenizes a text prompt, but never a huge one whole: a prefix that already exceeds the
- * context proves the prompt too long, so the work stays bounded by the context length and
- * not by the body size (up to 32 MiB of text).
- */
-function encodeBounded(text: string, ctx: ValidationContext): number[] {
-  for (let len = ctx.maxModelLen * 16; len < text.length; len *= 2) {
-    const n = ctx.encode(text.slice(0, len)).length;
-    if (n > ctx.maxModelLen + 1) {
-      throw new ApiError(
-        400,
-        `This model's maximum context length is ${ctx.maxModelLen} tokens. However, the ` +
-          `prompt alone is longer than ${n - 1} tokens (${text.length} characters). Please ` +
-          `reduce the length of the prompt.`,
-        "prompt",
-        "context_length_exceeded",
-        { n_ctx: ctx.maxModelLen },
-      );
-    }
-  }
-  return ctx.encode(text);
-}
-
-/** The four prompt shapes -> token id lists (+ the original strings, for echo). */
-function prompts(b: Body, ctx: ValidationContext): { ids: number[][]; texts: (string | null)[] } {
-  const p = b.prompt;
-  if (p === undefined || p === null) throw badRequest("prompt", "'prompt' is required.");
-  const enc = (text: string) => encodeBounded(text, ctx);
-  let ids: number[][];
-  let texts: (string | null)[];
-  if (typeof p === "string") {
-    ids = [enc(p)];
-    texts = [p];
-  } else if (Array.isArray(p) && p.length > 0) {
-    if (p.every((x) => typeof x === "string")) {
-      ids = (p as string[]).map(enc);
-      texts = p as string[];
-    } else if (p.every((x) => typeof x === "number")) {
-      ids = [p.map((x) => tokenId(x, "prompt", ctx.vocabSize))];
-      texts = [null];
-    } else if (p.every((x) => Array.isArray(x))) {
-      ids = (p as unknown[][]).map((inner) =>
-        inner.map((x) => tokenId(x, "prompt", ctx.vocabSize))
-      );
-      texts = ids.map(() => null);
-    } else {
-      throw badRequest(
-        "prompt",
-        "'prompt' must be a string, an array of strings, an array of token ids, or an array " +
-          "of token id arrays.",
-      );
-    }
-  } else {
-    throw badRequest(
-      "prompt",
-      Array.isArray(p) ? "'prompt' must not be empty." : "'prompt' must be a string or an array.",
-    );
-  }
-  if (ids.some((x) => x.length === 0)) throw badRequest("prompt", "A prompt is empty.");
-  return { ids, texts };
-}
-
-function stops(b: Body): string[] {
-  if (!present(b, "stop")) return [];
-  const v = b.stop;
-  const list = typeof v === "string" ? [v] : v;
-  if (!Array.isArray(list) || list.some((s) => typeof s !== "string")) {
-    throw badRequest("stop", "'stop' must be a string or an array of strings.");
-  }
-  if (list.length > 4) throw badRequest("stop", "'stop' takes at most 4 sequences.");
-  return (list as string[]).filter((s) => s.length > 0);
-}
-
-function logitBias(b: Body, vocab: number): Map<number, number> {
-  const m = new Map<number, number>();
-  if (!present(b, "logit_bias")) return m;
-  const v = b.logit_bias;
-  if (typeof v !== "object" || Array.isArray(v)) {
-    throw badRequest("logit_bias", "'logit_bias' must be an object of token id -> bias.");
-  }
-  for (const [key, bias] of Object.entries(v as Body)) {
-    const id = /^\d+$/.test(key) ? Number(key) : NaN;
-    if (!Number.isInteger(id) || id >= vocab) {
-      throw badRequest("logit_bias", `'logit_bias' key ${show(key)} is not a token id.`);
-    }
-    if (typeof bias !== "number" || !Number.isFinite(bias) || bias < -100 || bias > 100) {
-      throw badRequest("logit_bias", `'logit_bias' values must be in [-100, 100].`);
-    }
-    m.set(id, bias);
-  }
-  return m;
 }
 
 function checkModel(b: Body, ctx: ValidationContext): void {
@@ -206,10 +67,10 @@ export function validateCompletion(
   kvBits: KvBits,
   ctx: ValidationContext,
 ): CompletionRequest {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+  if (!isObject(body)) {
     throw badRequest(null, "The request body must be a JSON object.");
   }
-  const b = body as Body;
+  const b: Body = body;
   const d = REQUEST_DEFAULTS;
   checkModel(b, ctx);
   if (present(b, "suffix")) {

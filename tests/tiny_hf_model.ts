@@ -70,6 +70,10 @@ export interface TinyOptions {
   config?: Record<string, unknown>; // merged over TINY_CONFIG
   /** Edits the tensor list before writing (drop, rename, reshape: the broken-file tests). */
   edit?: (tensors: { name: string; shape: number[] }[]) => { name: string; shape: number[] }[];
+  /** Written as tokenizer_config.json (none by default), e.g. with a chat_template. */
+  tokenizerConfig?: Record<string, unknown>;
+  /** Written as chat_template.jinja (none by default). */
+  chatTemplateFile?: string;
 }
 
 /** Writes the model into `dir` and returns its config. */
@@ -101,6 +105,12 @@ export async function writeTinyModel(
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
   await Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(byteLevelTokenizerJson()));
   await Deno.writeFile(`${dir}/model.safetensors`, encodeSafetensors(tensors));
+  if (opts.tokenizerConfig) {
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify(opts.tokenizerConfig));
+  }
+  if (opts.chatTemplateFile !== undefined) {
+    await Deno.writeTextFile(`${dir}/chat_template.jinja`, opts.chatTemplateFile);
+  }
   return config;
 }
 
