@@ -225,6 +225,7 @@ class CudaBackend : public Backend {
     size_t tokens, tok_kv, logit_rows, row_jobs, samples;
     size_t dec_seqs, dec_enc, pre_seqs, tiles, copies, deq, penc;  // deq/penc: [n_layers][n]
     int n_dec, n_dec_enc, n_pre, n_tiles, n_copies, n_deq, n_penc, n_logit, n_samples;
+    int dec_all_fp16;  // every decode row is kv_bits 16 (kernel variant hint)
     int max_ctx;
   } sec_{};
   std::vector<int32_t> logit_row_list_;  // host copy: token rows needing logits
@@ -589,6 +590,7 @@ nsn_status CudaBackend::step(const StepPlan& plan) {
   }
   S.tok_kv = P.put(tok);
   S.n_dec = (int)dec.size();
+  S.dec_all_fp16 = std::all_of(dec.begin(), dec.end(), [](const DecodeSeq& d) { return d.kv_bits == 16; });
   if (S.n_dec) {
     S.dec_seqs = P.put(dec);
     for (int i = 0; i < S.n_dec; i++)
@@ -786,6 +788,7 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
       da.scale = scale;
       da.workspace = (float*)dec_ws_.p;
       da.workspace_bytes = dec_ws_.bytes;
+      da.all_fp16 = S.dec_all_fp16;
       TRY(launch_decode_attention(da, stream_));
     }
     if (S.n_tiles) {

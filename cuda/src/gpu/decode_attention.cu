@@ -782,18 +782,26 @@ nsn_status launch_fast(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_
 }
 
 // Variant in force: set_decode_attention_variant() if called with v >= 0, else the env var
-// NSN_ATTN_VARIANT (read once; "v2" or "2"), else kDecodeVariantDefault.
+// NSN_ATTN_VARIANT (read once; "v2" or "2"), else the default: kDecodeVariantFp16 for launches
+// whose rows are all fp16, kDecodeVariantDefault otherwise.
 std::atomic<int> g_variant_override{-1};
 
-int env_variant() {
+int env_variant() {  // -1 when unset or invalid
   static const int v = [] {
     const char* e = getenv("NSN_ATTN_VARIANT");
-    if (!e || !*e) return kDecodeVariantDefault;
+    if (!e || !*e) return -1;
     if (*e == 'v' || *e == 'V') e++;
     const int x = atoi(e);
-    return x >= 0 && x < kDecodeVariants ? x : kDecodeVariantDefault;
+    return x >= 0 && x < kDecodeVariants ? x : -1;
   }();
   return v;
+}
+
+int variant_for(bool all_fp16) {
+  const int o = g_variant_override.load(std::memory_order_relaxed);
+  if (o >= 0) return o;
+  if (env_variant() >= 0) return env_variant();
+  return all_fp16 ? kDecodeVariantFp16 : kDecodeVariantDefault;
 }
 
 template <int D>
@@ -801,7 +809,7 @@ nsn_status launch_fast_variant(const DecodeAttnArgs& a, const DecodePlan& p, cud
   if constexpr (D > 128) {
     return launch_fast<D, 0>(a, p, stream);  // head_dim 256: v0 only (see Var)
   } else {
-    switch (decode_attention_variant()) {
+    switch (variant_for(a.all_fp16 != 0)) {
       case 1:
         return launch_fast<D, 1>(a, p, stream);
       case 2:
@@ -818,10 +826,7 @@ nsn_status launch_fast_variant(const DecodeAttnArgs& a, const DecodePlan& p, cud
 
 }  // namespace
 
-int decode_attention_variant() {
-  const int o = g_variant_override.load(std::memory_order_relaxed);
-  return o >= 0 ? o : env_variant();
-}
+int decode_attention_variant(bool all_fp16) { return variant_for(all_fp16); }
 
 void set_decode_attention_variant(int v) {
   g_variant_override.store(v >= 0 && v < kDecodeVariants ? v : -1, std::memory_order_relaxed);

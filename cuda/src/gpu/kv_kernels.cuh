@@ -61,6 +61,7 @@ struct DecodeAttnArgs {
   float scale;               // 1/sqrt(head_dim)
   float* workspace;          // device scratch for split-KV partials
   size_t workspace_bytes;
+  int32_t all_fp16;          // host hint: every row is kv_bits 16 (picks the fp16-fastest variant)
 };
 // Bytes of workspace decode attention needs for n_seqs rows of up to max_ctx tokens.
 size_t decode_attention_workspace(const KvGeometry& g, int n_seqs, int max_ctx);

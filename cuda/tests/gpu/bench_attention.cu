@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   // One measurement: kernel variant var (-1: the default / NSN_ATTN_VARIANT) at one shape.
   auto measure = [&](int bits, int ctx, int batch, int var, const char* name) {
         gpu::set_decode_attention_variant(var);
-        const int var_used = gpu::decode_attention_variant();
+        const int var_used = gpu::decode_attention_variant(bits == 16);
         const int kind = kind_of_bits(bits), nw = ctx / 64;
         const size_t pb = page_bytes(kind, D, NSN_QUANT_NSN, 1, NKV);
         const size_t set_bytes = pb * nw * batch;  // one copy of every sequence's pages
@@ -185,6 +185,7 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < hq.size(); i++) hq[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
         CK(cudaMemcpy(d_q, hq.data(), 4 * hq.size(), cudaMemcpyHostToDevice));
         DecodeAttnArgs a{};
+        a.all_fp16 = bits == 16;
         a.g = g;
         a.arena = arena;
         a.layer = 0;
@@ -237,7 +238,8 @@ int main(int argc, char** argv) {
       printf("   v%d = %s\n", v, gpu::decode_attention_variant_name(v));
       for (int bits : bit_list) measure(bits, vctx, vbatch, v, "decode_attention_variant");
     }
-    printf("-- default variant (v%d), all shapes:\n", gpu::decode_attention_variant());
+    printf("-- default variants (v%d; fp16-only launches v%d), all shapes:\n", gpu::decode_attention_variant(false),
+           gpu::decode_attention_variant(true));
   }
   for (int ctx : ctxs) {
     for (int batch : batches) {
