@@ -93,18 +93,8 @@ struct Cfg {
   static_assert(PREP % 16 == 0 && (ABW * 4) % 16 == 0, "alignment");
 };
 
-struct FastArgs {
-  const uint8_t* arena;
-  const DecodeSeq* seqs;
-  const float* q;
-  __nv_bfloat16* out;
-  float* ws_acc;
-  float* ws_ml;
-  const float* inv_freq;
-  const float* cb1;
-  const float* cb2;
-  int n_heads, n_kv_heads, group, hgroups, layer, n_splits, hadamard;
-  float scale_log2;
+struct FastArgs : AttnKernelArgs {
+  int hadamard;  // 0 under the NO_HADAMARD ablation
 };
 
 // 2-bit signs. Words hold 4 sign bytes (sub-vectors 4u..4u+3), pre-shifted right by the lane's
@@ -757,24 +747,7 @@ nsn_status launch_fast(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_
   if (attr_err != cudaSuccess) {
     return set_error(NSN_E_BACKEND, "decode_attention: smem attribute (%d B): %s", C::TOTAL, cudaGetErrorString(attr_err));
   }
-  FastArgs f{};
-  f.arena = a.arena;
-  f.seqs = a.seqs;
-  f.q = a.q;
-  f.out = a.out;
-  f.ws_acc = a.workspace;
-  f.ws_ml = a.workspace ? a.workspace + ws_acc_floats(a.g, a.n_seqs, p.n_splits) : nullptr;
-  f.inv_freq = a.g.inv_freq;
-  f.cb1 = a.g.codebook1;
-  f.cb2 = a.g.codebook2;
-  f.n_heads = a.g.n_heads;
-  f.n_kv_heads = a.g.n_kv_heads;
-  f.group = p.group;
-  f.hgroups = p.hgroups;
-  f.layer = a.layer;
-  f.n_splits = p.n_splits;
-  f.hadamard = (a.g.ablation & NSN_ABL_NO_HADAMARD) ? 0 : 1;
-  f.scale_log2 = a.scale * 1.4426950408889634f;
+  FastArgs f{attn_kernel_args(a, p), (a.g.ablation & NSN_ABL_NO_HADAMARD) ? 0 : 1};
   NSN_LAUNCH((decode_attn_kernel<D, VAR>), dim3(p.n_splits, a.g.n_kv_heads * p.hgroups, a.n_seqs), C::NT, C::TOTAL, stream, f);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return set_error(NSN_E_BACKEND, "decode_attention launch: %s", cudaGetErrorString(e));

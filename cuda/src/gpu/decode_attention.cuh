@@ -40,6 +40,44 @@ inline size_t ws_acc_floats(const KvGeometry& g, int n_seqs, int n_splits) {
   return (size_t)n_seqs * g.n_heads * n_splits * g.head_dim;
 }
 
+// Kernel arguments shared by the fast and the reference kernel (passed by value).
+struct AttnKernelArgs {
+  const uint8_t* arena;
+  const DecodeSeq* seqs;
+  const float* q;
+  __nv_bfloat16* out;
+  float* ws_acc;  // split partials (null with one split), layout above
+  float* ws_ml;
+  const float* inv_freq;
+  const float* cb1;
+  const float* cb2;
+  int n_heads, n_kv_heads, group, hgroups, layer, n_splits, method, ablation;
+  float scale_log2;  // softmax scale in log2 units
+};
+
+inline AttnKernelArgs attn_kernel_args(const DecodeAttnArgs& a, const DecodePlan& p) {
+  AttnKernelArgs k{};
+  k.arena = a.arena;
+  k.seqs = a.seqs;
+  k.q = a.q;
+  k.out = a.out;
+  k.ws_acc = a.workspace;
+  k.ws_ml = a.workspace ? a.workspace + ws_acc_floats(a.g, a.n_seqs, p.n_splits) : nullptr;
+  k.inv_freq = a.g.inv_freq;
+  k.cb1 = a.g.codebook1;
+  k.cb2 = a.g.codebook2;
+  k.n_heads = a.g.n_heads;
+  k.n_kv_heads = a.g.n_kv_heads;
+  k.group = p.group;
+  k.hgroups = p.hgroups;
+  k.layer = a.layer;
+  k.n_splits = p.n_splits;
+  k.method = a.g.quant_method;
+  k.ablation = a.g.ablation;
+  k.scale_log2 = a.scale * 1.4426950408889634f;
+  return k;
+}
+
 // Validates the arguments shared by both kernels; fills the plan.
 nsn_status check_decode_args(const DecodeAttnArgs& a, DecodePlan* plan);
 // Combines the split partials into `out` (bf16).

@@ -16,19 +16,7 @@ namespace nsn {
 namespace gpu {
 namespace {
 
-struct RefArgs {
-  const uint8_t* arena;
-  const DecodeSeq* seqs;
-  const float* q;
-  __nv_bfloat16* out;
-  float* ws_acc;
-  float* ws_ml;
-  const float* inv_freq;
-  const float* cb1;
-  const float* cb2;
-  int n_heads, n_kv_heads, group, hgroups, layer, n_splits, method, ablation;
-  float scale_log2;
-};
+using RefArgs = AttnKernelArgs;
 
 template <int D>
 struct RefSmem {
@@ -150,25 +138,7 @@ nsn_status launch_ref(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_t
   if (attr_err != cudaSuccess) {
     return set_error(NSN_E_BACKEND, "decode_attention_ref: smem attribute: %s", cudaGetErrorString(attr_err));
   }
-  RefArgs r{};
-  r.arena = a.arena;
-  r.seqs = a.seqs;
-  r.q = a.q;
-  r.out = a.out;
-  r.ws_acc = a.workspace;
-  r.ws_ml = a.workspace ? a.workspace + ws_acc_floats(a.g, a.n_seqs, p.n_splits) : nullptr;
-  r.inv_freq = a.g.inv_freq;
-  r.cb1 = a.g.codebook1;
-  r.cb2 = a.g.codebook2;
-  r.n_heads = a.g.n_heads;
-  r.n_kv_heads = a.g.n_kv_heads;
-  r.group = p.group;
-  r.hgroups = p.hgroups;
-  r.layer = a.layer;
-  r.n_splits = p.n_splits;
-  r.method = a.g.quant_method;
-  r.ablation = a.g.ablation;
-  r.scale_log2 = a.scale * 1.4426950408889634f;
+  const RefArgs r = attn_kernel_args(a, p);
   NSN_LAUNCH(decode_attn_ref_kernel<D>, dim3(p.n_splits, a.g.n_kv_heads * p.hgroups, a.n_seqs), kBlockThreads,
              RefSmem<D>::bytes, stream, r);
   cudaError_t e = cudaGetLastError();
