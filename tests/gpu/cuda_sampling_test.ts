@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import type { SamplingParams } from "../../engine/types.ts";
+import type { NsnLibrary } from "../../ffi/library.ts";
 import { NativeEngine } from "../../ffi/native_engine.ts";
 import {
   argmax,
@@ -44,7 +45,8 @@ const CASES: [string, Partial<SamplingParams>][] = [
   }],
 ];
 
-gpuTest("cuda sampler = sampling.h procedure on the same logits", async (lib) => {
+/** The random-weight model both sampler tests draw from. */
+async function samplerEngine(lib: NsnLibrary): Promise<NativeEngine> {
   const e = NativeEngine.create(lib, SPEC, {
     backend: GPU_BACKEND,
     maxSeqs: 16,
@@ -54,6 +56,16 @@ gpuTest("cuda sampler = sampling.h procedure on the same logits", async (lib) =>
   try {
     await e.initRandom(3n);
     await e.finalize();
+    return e;
+  } catch (err) {
+    e.close();
+    throw err;
+  }
+}
+
+gpuTest("cuda sampler = sampling.h procedure on the same logits", async (lib) => {
+  const e = await samplerEngine(lib);
+  try {
     const V = SPEC.vocabSize;
     let total = 0, agree = 0;
     const misses: string[] = [];
@@ -92,15 +104,8 @@ gpuTest("cuda sampler = sampling.h procedure on the same logits", async (lib) =>
 gpuTest(
   "cuda sampler: bias forces, min_tokens bans, top_k 1 is greedy, draws depend on (seed, pos)",
   async (lib) => {
-    const e = NativeEngine.create(lib, SPEC, {
-      backend: GPU_BACKEND,
-      maxSeqs: 16,
-      maxStepTokens: 512,
-      kvPoolBytes: 64n << 20n,
-    });
+    const e = await samplerEngine(lib);
     try {
-      await e.initRandom(3n);
-      await e.finalize();
       const V = SPEC.vocabSize;
       const prompt = randomTokens(30, 77, 0, 300);
       const draw = async (
