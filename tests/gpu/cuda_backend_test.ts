@@ -5,16 +5,18 @@
 // 16/2/1-bit batch (logits, logprobs, top-N), KV pages (read_kv: fp16 pages within bf16 error,
 // NSN pages identical up to ties to the CPU quantizer run on the same fp16 K/V), teacher-forced
 // decode across window boundaries, chunked prefill that reads dequantized windows and moves the
-// tail, head_dim 128 with q/k/v bias and llama3 RoPE scaling.
+// tail, head_dim 128 with q/k/v bias and llama3 RoPE scaling. Also: decode through CUDA graphs
+// against the same decode run eagerly (NSN_CUDA_GRAPHS=0), which must agree exactly.
 
 import assert from "node:assert/strict";
 import type { KvBits } from "../../engine/types.ts";
 import type { NsnLibrary } from "../../ffi/library.ts";
-import type { NativeEngine } from "../../ffi/native_engine.ts";
+import { NativeEngine } from "../../ffi/native_engine.ts";
 import type { ModelSpec } from "../../models/config.ts";
 import {
   argmax,
   enginePair,
+  GPU_BACKEND,
   gpuTest,
   greedyParams,
   KV_BITS,
@@ -408,4 +410,106 @@ gpuTest("cuda: one-step and chunked prefill of a 16-bit sequence agree on the GP
   const { err, scale } = maxAbsDiff(last!, whole.logits!.subarray(199 * V));
   console.log(`GPU whole vs chunked prefill: ${(err / scale * 100).toFixed(3)}%`);
   assert.ok(err <= 0.01 * scale);
+});
+
+/** A CUDA engine created with NSN_CUDA_GRAPHS set to `graphs` (undefined: unset). */
+async function engineWithGraphs(
+  lib: NsnLibrary,
+  spec: ModelSpec,
+  graphs: string | undefined,
+): Promise<NativeEngine> {
+  const prev = Deno.env.get("NSN_CUDA_GRAPHS");
+  const put = (v: string | undefined) =>
+    v === undefined ? Deno.env.delete("NSN_CUDA_GRAPHS") : Deno.env.set("NSN_CUDA_GRAPHS", v);
+  put(graphs);
+  let e: NativeEngine;
+  try {
+    // The backend reads the switch when it is created.
+    e = NativeEngine.create(lib, spec, {
+      backend: GPU_BACKEND,
+      maxSeqs: 8,
+      maxStepTokens: 512,
+      kvPoolBytes: 64n << 20n,
+      debugChecks: true,
+    });
+  } finally {
+    put(prev);
+  }
+  await e.initRandom(7n);
+  await e.finalize();
+  return e;
+}
+
+/** Prefill, then greedy decode; one sequence is freed midway (the batch shrinks). */
+async function graphDecodeRun(e: NativeEngine, bits: KvBits[], steps: number) {
+  // Decode crosses window boundaries (positions 63, 127, 191): the decode-row encode runs
+  // inside graphs, with real and no-op jobs.
+  const lens = [60, 61, 130];
+  const seqs = bits.map((b) => e.createSeq(b));
+  seqs.forEach((s, i) => e.setSampling(s, greedyParams(lens[i])));
+  const first = await e.step(
+    seqs.map((seq, i) => ({
+      seq,
+      tokens: randomTokens(lens[i], 20 + i),
+      sample: true,
+      wantLogprobs: false,
+    })),
+    { topN: 4 },
+  );
+  let live = seqs.map((seq, i) => ({ seq, next: first.outputs[i]!.token }));
+  const trace: { token: number; logprob: number; top: { id: number; logprob: number }[] }[] = [];
+  for (let s = 0; s < steps; s++) {
+    if (s === steps / 2) {
+      e.freeSeq(live[1].seq);
+      live = live.filter((_, i) => i !== 1);
+    }
+    const r = await e.step(
+      live.map((l) => ({ seq: l.seq, tokens: [l.next], sample: true, wantLogprobs: true })),
+      { topN: 4 },
+    );
+    live.forEach((l, i) => {
+      const o = r.outputs[i]!;
+      trace.push({ token: o.token, logprob: o.logprob, top: o.top });
+      l.next = o.token;
+    });
+  }
+  return { trace, seqs, live };
+}
+
+gpuTest("cuda: decode through CUDA graphs equals eager decode (NSN_CUDA_GRAPHS=0)", async (lib) => {
+  const spec = SPEC_D128;
+  const graphed = await engineWithGraphs(lib, spec, undefined);
+  const eager = await engineWithGraphs(lib, spec, "0");
+  try {
+    const configs: KvBits[][] = [[16, 16, 16], [2, 2, 2], [1, 1, 1], [16, 2, 1]];
+    for (const bits of configs) {
+      const label = `kv ${bits.join("/")}`;
+      const g = await graphDecodeRun(graphed, bits, 80);
+      const x = await graphDecodeRun(eager, bits, 80);
+      let worst = 0;
+      g.trace.forEach((a, i) => {
+        const b = x.trace[i];
+        assert.equal(a.token, b.token, `${label}: token ${i} differs`);
+        assert.deepEqual(a.top.map((t) => t.id), b.top.map((t) => t.id), `${label}: top ids ${i}`);
+        worst = Math.max(worst, Math.abs(a.logprob - b.logprob));
+        a.top.forEach((t, k) => worst = Math.max(worst, Math.abs(t.logprob - b.top[k].logprob)));
+      });
+      console.log(`graphs vs eager, ${label}: worst |logprob diff| ${worst.toExponential(2)}`);
+      assert.ok(worst <= 1e-5, `${label}: logprobs differ by ${worst}`);
+      // The pages the graphs wrote (windows encoded by decode rows) are the eager ones.
+      for (const [i, l] of g.live.entries()) {
+        const n = graphed.seqLength(l.seq);
+        const a = graphed.readKv(l.seq, spec.nLayers - 1, 0, 0, n);
+        const b = eager.readKv(x.live[i].seq, spec.nLayers - 1, 0, 0, n);
+        assert.equal(maxAbsDiff(a.k, b.k).err + maxAbsDiff(a.v, b.v).err, 0, `${label}: pages`);
+      }
+      for (const l of g.live) graphed.freeSeq(l.seq);
+      for (const l of x.live) eager.freeSeq(l.seq);
+      graphed.check();
+      eager.check();
+    }
+  } finally {
+    graphed.close();
+    eager.close();
+  }
 });

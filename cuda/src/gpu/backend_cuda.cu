@@ -9,6 +9,10 @@
 //     -> SwiGLU -> down GEMM (+= residual)
 //   -> final norm + lm_head on the rows that need logits -> logprobs + sampling on the GPU
 //   -> one device->host copy of ids and logprobs.
+// In pure-decode steps (every sequence adds one token) the layer loop runs as a CUDA graph,
+// captured once per key (rows, attention split plan and variant, encode launched or not) and
+// replayed; the plan's per-row sections sit at offsets that depend only on the row count.
+// NSN_CUDA_GRAPHS=0 turns graphs off.
 // Where prefill K/V goes (kv_bits 1/2): windows that complete inside the chunk are staged in
 // single-layer scratch pages (attention reads them there, then they are encoded into the
 // sequence's quantized pages); the partial last window goes straight to the tail page. Windows
@@ -19,6 +23,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +38,7 @@
 #include "../rope.h"
 #include "../weights.h"
 #include "cublas_loader.cuh"
+#include "decode_attention.cuh"
 #include "gemv.cuh"
 #include "kv_kernels.cuh"
 #include "layers.cuh"
@@ -127,6 +133,7 @@ struct Packer {
 };
 
 constexpr int kMaxLogitRows = 256;  // rows of logits computed (and sampled) per block
+constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // cuBLAS's recommendation for Hopper
 
 class CudaBackend : public Backend {
  public:
@@ -170,8 +177,39 @@ class CudaBackend : public Backend {
   // y fp32 [M][ldy] (+)= x bf16 [M][ldx] . w[N][K]^T: the GEMV for decode batches, else cuBLAS.
   nsn_status linear(int M, int N, int K, const bf16* x, int ldx, const bf16* w, float* y, int ldy,
                     float beta);
+  // The step: pack the plan into pk_ (sections in sec_), upload it, run the layers (eagerly
+  // or as a CUDA graph), then logits and sampling.
+  nsn_status pack_plan(const StepPlan& plan, bool graph_layout);
+  nsn_status upload_plan();
   nsn_status forward_layers(const StepPlan& plan);
   nsn_status logits_and_sampling(const StepPlan& plan);
+
+  // CUDA graphs of pure-decode steps (BACKEND.md "CUDA graphs"). A captured forward pass
+  // bakes in its kernel arguments: besides the weights, scratch and arena (fixed, or the cache
+  // is dropped), they depend only on what the key holds.
+  struct GraphKey {
+    int n;         // rows (= decode sequences)
+    int n_splits;  // decode attention's split-KV plan (plan_decode)
+    int variant;   // decode attention kernel variant
+    int encode;    // the decode-row encode is launched (with n jobs, unused ones no-ops)
+    const void* plan;  // plan_d_.p
+    const void* ws;    // dec_ws_.p
+    bool operator==(const GraphKey& o) const {
+      return n == o.n && n_splits == o.n_splits && variant == o.variant && encode == o.encode &&
+             plan == o.plan && ws == o.ws;
+    }
+  };
+  struct CachedGraph {
+    GraphKey key;
+    cudaGraphExec_t exec;
+    uint64_t used;  // graph_clock_ at the last launch (least recently used is evicted)
+  };
+  static constexpr size_t kMaxGraphs = 64;
+  GraphKey graph_key() const;
+  nsn_status forward_graph(const StepPlan& plan);
+  nsn_status capture_graph(const StepPlan& plan, cudaGraphExec_t* out);
+  CachedGraph& cache_graph(const GraphKey& key, cudaGraphExec_t exec);
+  void drop_graphs();
 
   EngineSpec spec_;
   nsn_model_config c_;
@@ -182,6 +220,10 @@ class CudaBackend : public Backend {
   int q_dim_ = 0, kv_dim_ = 0, qkv_dim_ = 0;
   int T_max_ = 0, logit_rows_ = 0;
   bool use_gemv_ = true;  // NSN_CUDA_GEMV=0 sends every linear layer to cuBLAS
+  bool graphs_on_ = true; // NSN_CUDA_GRAPHS=0 (or a failed capture) runs every step eagerly
+  std::vector<CachedGraph> graphs_;
+  std::vector<GraphKey> warm_keys_;  // keys that already ran once eagerly
+  uint64_t graph_clock_ = 0;
 
   std::vector<LayerW> layers_;
   bf16* embed_ = nullptr;       // [V][H]
@@ -235,6 +277,8 @@ class CudaBackend : public Backend {
 CudaBackend::~CudaBackend() {
   cudaSetDevice(dev_);
   if (stream_) cudaStreamSynchronize(stream_);
+  drop_graphs();
+  cublas_destroy(cublas_);  // before its workspace (one of allocations_) is freed
   for (void* p : allocations_) cudaFree(p);
   stage_.release();
   dec_ws_.release();
@@ -242,7 +286,6 @@ CudaBackend::~CudaBackend() {
   if (plan_h_) cudaFreeHost(plan_h_);
   if (res_h_) cudaFreeHost(res_h_);
   if (arena_) cudaFree(arena_);
-  cublas_destroy(cublas_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -270,6 +313,10 @@ nsn_status CudaBackend::init() {
   name_ = prop.name;
   CK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   TRY(cublas_create(&cublas_, stream_));
+  // A workspace of its own, so that cuBLAS never allocates (not allowed in a graph capture).
+  void* cublas_ws;
+  TRY(dalloc(&cublas_ws, kCublasWorkspaceBytes, "cuBLAS workspace"));
+  TRY(cublas_set_workspace(cublas_, cublas_ws, kCublasWorkspaceBytes));
 
   q_dim_ = c_.n_heads * c_.head_dim;
   kv_dim_ = c_.n_kv_heads * c_.head_dim;
@@ -278,6 +325,8 @@ nsn_status CudaBackend::init() {
   logit_rows_ = std::min(T_max_, kMaxLogitRows);
   const char* gemv_env = getenv("NSN_CUDA_GEMV");
   use_gemv_ = !(gemv_env && gemv_env[0] == '0');
+  const char* graphs_env = getenv("NSN_CUDA_GRAPHS");
+  graphs_on_ = !(graphs_env && graphs_env[0] == '0');
   layers_.resize(c_.n_layers);
   present_.assign((size_t)(c_.n_layers + 1) * NSN_W_COUNT, 0);
 
@@ -464,6 +513,7 @@ nsn_status CudaBackend::alloc_scratch() {
 nsn_status CudaBackend::alloc_arena(uint64_t bytes) {
   TRY(set_device());
   TRY(alloc_scratch());
+  drop_graphs();  // they hold arena addresses
   if (arena_) {
     CK(cudaFree(arena_));
     arena_ = nullptr;
@@ -481,11 +531,39 @@ nsn_status CudaBackend::alloc_arena(uint64_t bytes) {
 
 // ---- step ----------------------------------------------------------------------------------
 
+// Every sequence decodes one token: the steps whose layers run as a CUDA graph.
+bool pure_decode(const StepPlan& plan) {
+  if (plan.n_seqs < 1 || plan.n_tokens != plan.n_seqs) return false;
+  for (int i = 0; i < plan.n_seqs; i++)
+    if (plan.seqs[i].n_new != 1) return false;
+  return true;
+}
+
 nsn_status CudaBackend::step(const StepPlan& plan) {
   TRY(set_device());
   if (!arena_ || !scratch_ready_) return set_error(NSN_E_STATE, "cuda: step before alloc_arena");
-  const int T = plan.n_tokens, L = c_.n_layers;
+  const int T = plan.n_tokens;
   if (T > T_max_) return set_error(NSN_E_INVALID, "cuda: %d tokens > max_step_tokens %d", T, T_max_);
+  const bool graph = graphs_on_ && pure_decode(plan);
+  TRY(pack_plan(plan, graph));
+  TRY(upload_plan());
+  if (sec_.n_dec) {
+    // Sized before any capture (a capture must not allocate).
+    const size_t ws = decode_attention_workspace(geo_, sec_.n_dec, sec_.max_ctx);
+    if (ws) TRY(dec_ws_.ensure(ws, "decode attention workspace"));
+  }
+  TRY(graph ? forward_graph(plan) : forward_layers(plan));
+  TRY(logits_and_sampling(plan));
+  return NSN_OK;
+}
+
+// Packs the plan into pk_, recording the sections in sec_. The per-row sections the layers
+// read come first: tokens[T], tok_kv[T], dec_seqs[n_dec], dec_enc; so in a pure-decode step
+// their offsets depend only on the row count. With graph_layout, dec_enc (when any window
+// filled) holds one job per decode row, the unused ones no-ops (kv_bits 0), so that the
+// encode launch is the same whichever rows filled a window.
+nsn_status CudaBackend::pack_plan(const StepPlan& plan, bool graph_layout) {
+  const int T = plan.n_tokens, L = c_.n_layers;
   const uint64_t arena = (uint64_t)(uintptr_t)arena_;
   const uint64_t SP = stage_page_bytes();
 
@@ -508,7 +586,7 @@ nsn_status CudaBackend::step(const StepPlan& plan) {
   sec_.tokens = P.put(plan.tokens, T);
   std::vector<TokenKv> tok(T);
   std::vector<DecodeSeq> dec;
-  std::vector<size_t> dec_tables;  // offsets of each DecodeSeq's page table
+  std::vector<const SeqStep*> dec_steps;  // the sequence of each decode row (page tables)
   std::vector<EncodeJob> dec_enc;
   std::vector<PrefillSeq> pre;
   std::vector<std::vector<PageRef>> pre_pages;
@@ -543,7 +621,7 @@ nsn_status CudaBackend::step(const StepPlan& plan) {
       ds.q_row = s.tok_offset;
       ds.n_windows = s.n_windows;
       dec.push_back(ds);
-      dec_tables.push_back(P.put(s.page_off, s.n_windows));
+      dec_steps.push_back(&s);
       S.max_ctx = std::max(S.max_ctx, p + 1);
       continue;
     }
@@ -591,13 +669,15 @@ nsn_status CudaBackend::step(const StepPlan& plan) {
   S.tok_kv = P.put(tok);
   S.n_dec = (int)dec.size();
   S.dec_all_fp16 = std::all_of(dec.begin(), dec.end(), [](const DecodeSeq& d) { return d.kv_bits == 16; });
-  if (S.n_dec) {
-    S.dec_seqs = P.put(dec);
-    for (int i = 0; i < S.n_dec; i++)
-      P.point(S.dec_seqs + i * sizeof(DecodeSeq) + offsetof(DecodeSeq, page_off), dec_tables[i]);
-  }
+  if (S.n_dec) S.dec_seqs = P.put(dec);
+  if (graph_layout && !dec_enc.empty()) dec_enc.resize(dec.size(), EncodeJob{});  // no-op jobs
   S.n_dec_enc = (int)dec_enc.size();
   if (S.n_dec_enc) S.dec_enc = P.put(dec_enc);  // arena addresses filled above (absolute)
+  // The decode rows' page tables, anywhere after those (DecodeSeq.page_off points at them).
+  for (int i = 0; i < S.n_dec; i++) {
+    const size_t table = P.put(dec_steps[i]->page_off, dec_steps[i]->n_windows);
+    P.point(S.dec_seqs + i * sizeof(DecodeSeq) + offsetof(DecodeSeq, page_off), table);
+  }
   S.n_pre = (int)pre.size();
   if (S.n_pre) {
     std::vector<size_t> page_offs(S.n_pre);
@@ -710,10 +790,16 @@ nsn_status CudaBackend::step(const StepPlan& plan) {
       }
     }
   }
+  return NSN_OK;
+}
 
-  // ---- upload ----
+// One pinned host->device copy of the packed plan, pointer fields relocated to plan_d_.
+nsn_status CudaBackend::upload_plan() {
+  Packer& P = pk_;
   const size_t bytes = P.align();
-  TRY(plan_d_.ensure(std::max<size_t>(bytes, 4096), "step plan"));
+  // Grown with headroom: a moved plan buffer drops the cached graphs.
+  if (!plan_d_.p || bytes > plan_d_.bytes)
+    TRY(plan_d_.ensure(std::max<size_t>(2 * bytes, 1 << 16), "step plan"));
   if (bytes > plan_h_bytes_) {
     if (plan_h_) cudaFreeHost(plan_h_);
     plan_h_ = nullptr;
@@ -725,13 +811,6 @@ nsn_status CudaBackend::step(const StepPlan& plan) {
   P.relocate((uint64_t)(uintptr_t)plan_d_.p);
   memcpy(plan_h_, P.buf.data(), bytes);
   CK(cudaMemcpyAsync(plan_d_.p, plan_h_, bytes, cudaMemcpyHostToDevice, stream_));
-
-  if (S.n_dec) {
-    const size_t ws = decode_attention_workspace(geo_, S.n_dec, S.max_ctx);
-    if (ws) TRY(dec_ws_.ensure(ws, "decode attention workspace"));
-  }
-  TRY(forward_layers(plan));
-  TRY(logits_and_sampling(plan));
   return NSN_OK;
 }
 
@@ -816,6 +895,100 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
   }
   return NSN_OK;
 }
+
+// ---- CUDA graphs ---------------------------------------------------------------------------
+
+// The key of this (pure-decode, packed) step. Decode attention's max_ctx matters only through
+// n_splits (and the workspace size, fixed by n and n_splits): a graph captured at one max_ctx
+// replays correctly at any other with the same plan.
+CudaBackend::GraphKey CudaBackend::graph_key() const {
+  const Sections& S = sec_;
+  GraphKey k{};
+  k.n = S.n_dec;
+  k.n_splits = gpu::plan_decode(geo_, S.n_dec, S.max_ctx).n_splits;
+  k.variant = gpu::decode_attention_variant(S.dec_all_fp16 != 0);
+  k.encode = S.n_dec_enc > 0;
+  k.plan = plan_d_.p;
+  k.ws = dec_ws_.p;
+  return k;
+}
+
+// forward_layers as a CUDA graph: replays the one cached under this step's key, else captures
+// it first. A failed capture turns graphs off for this backend and runs the step eagerly.
+nsn_status CudaBackend::forward_graph(const StepPlan& plan) {
+  const GraphKey key = graph_key();
+  // The cached graphs all hold the same buffer addresses: when one moved, none is valid.
+  if (!graphs_.empty() && (graphs_[0].key.plan != key.plan || graphs_[0].key.ws != key.ws))
+    drop_graphs();
+  CachedGraph* hit = nullptr;
+  for (CachedGraph& g : graphs_)
+    if (g.key == key) hit = &g;
+  if (!hit) {
+    // A key's first step runs eagerly: kernels launched for the first time (lazy module
+    // loading, the attention kernel's one-time shared-memory attribute) never do so inside a
+    // capture. The second step with the key captures.
+    if (std::find(warm_keys_.begin(), warm_keys_.end(), key) == warm_keys_.end()) {
+      if (warm_keys_.size() >= 4 * kMaxGraphs) warm_keys_.erase(warm_keys_.begin());
+      warm_keys_.push_back(key);
+      return forward_layers(plan);
+    }
+    cudaGraphExec_t exec = nullptr;
+    if (capture_graph(plan, &exec) != NSN_OK) {
+      fprintf(stderr, "nsn: cuda: CUDA graphs turned off for this engine, capture failed: %s\n",
+              nsn_last_error());
+      graphs_on_ = false;
+      drop_graphs();
+      return forward_layers(plan);
+    }
+    hit = &cache_graph(key, exec);
+  }
+  hit->used = ++graph_clock_;
+  CK(cudaGraphLaunch(hit->exec, stream_));
+  return NSN_OK;
+}
+
+// Captures forward_layers on stream_ and instantiates it. Thread-local mode: Deno calls in from
+// arbitrary threads, and only this thread's calls matter to the capture. Whatever fails, the
+// capture is ended and the partial graph destroyed: the stream never stays capturing.
+nsn_status CudaBackend::capture_graph(const StepPlan& plan, cudaGraphExec_t* out) {
+  *out = nullptr;
+  cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return set_error(NSN_E_BACKEND, "cuda: cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+  }
+  const nsn_status st = forward_layers(plan);
+  cudaGraph_t graph = nullptr;
+  e = cudaStreamEndCapture(stream_, &graph);
+  if (st == NSN_OK && e == cudaSuccess) e = cudaGraphInstantiate(out, graph, 0);
+  if (graph) cudaGraphDestroy(graph);  // the executable graph is independent of it
+  if (st == NSN_OK && e == cudaSuccess) return NSN_OK;
+  *out = nullptr;
+  cudaGetLastError();  // clear the error the failed capture left behind
+  if (st != NSN_OK) return st;
+  return set_error(NSN_E_BACKEND, "cuda: graph capture/instantiate: %s", cudaGetErrorString(e));
+}
+
+// Adds a graph to the cache, evicting the least recently launched one when full.
+CudaBackend::CachedGraph& CudaBackend::cache_graph(const GraphKey& key, cudaGraphExec_t exec) {
+  if (graphs_.size() < kMaxGraphs) {
+    graphs_.push_back({key, exec, 0});
+    return graphs_.back();
+  }
+  auto older = [](const CachedGraph& a, const CachedGraph& b) { return a.used < b.used; };
+  CachedGraph& lru = *std::min_element(graphs_.begin(), graphs_.end(), older);
+  cudaGraphExecDestroy(lru.exec);
+  lru = {key, exec, 0};
+  return lru;
+}
+
+void CudaBackend::drop_graphs() {
+  for (CachedGraph& g : graphs_) cudaGraphExecDestroy(g.exec);
+  graphs_.clear();
+  warm_keys_.clear();
+}
+
+// ---- logits --------------------------------------------------------------------------------
 
 nsn_status CudaBackend::logits_and_sampling(const StepPlan& plan) {
   const int T = plan.n_tokens, H = c_.hidden_size, V = c_.vocab_size;

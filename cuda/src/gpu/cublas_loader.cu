@@ -26,6 +26,7 @@ typedef cublasStatus (*PFN_create)(CublasHandle*);
 typedef cublasStatus (*PFN_destroy)(CublasHandle);
 typedef cublasStatus (*PFN_setStream)(CublasHandle, cudaStream_t);
 typedef cublasStatus (*PFN_setMathMode)(CublasHandle, int);
+typedef cublasStatus (*PFN_setWorkspace)(CublasHandle, void* workspace, size_t bytes);
 typedef cublasStatus (*PFN_gemmEx)(CublasHandle, int transa, int transb, int m, int n, int k,
                                    const void* alpha, const void* A, cudaDataType_t Atype, int lda,
                                    const void* B, cudaDataType_t Btype, int ldb, const void* beta,
@@ -38,6 +39,7 @@ struct Api {
   PFN_destroy destroy = nullptr;
   PFN_setStream set_stream = nullptr;
   PFN_setMathMode set_math_mode = nullptr;
+  PFN_setWorkspace set_workspace = nullptr;
   PFN_gemmEx gemm_ex = nullptr;
   nsn_status status = NSN_E_NO_DEVICE;
   char error[512] = "cuBLAS not loaded";
@@ -79,6 +81,7 @@ void load_once() {
       {"cublasDestroy_v2", (void**)&g_api.destroy},
       {"cublasSetStream_v2", (void**)&g_api.set_stream},
       {"cublasSetMathMode", (void**)&g_api.set_math_mode},
+      {"cublasSetWorkspace_v2", (void**)&g_api.set_workspace},
       {"cublasGemmEx", (void**)&g_api.gemm_ex},
   };
   for (auto& s : syms) {
@@ -117,6 +120,12 @@ nsn_status cublas_create(CublasHandle* out, cudaStream_t stream) {
 
 void cublas_destroy(CublasHandle h) {
   if (h && g_api.destroy) g_api.destroy(h);
+}
+
+nsn_status cublas_set_workspace(CublasHandle h, void* workspace, size_t bytes) {
+  const int rc = g_api.set_workspace(h, workspace, bytes);
+  if (rc != 0) return set_error(NSN_E_BACKEND, "cublasSetWorkspace_v2 failed (status %d)", rc);
+  return NSN_OK;
 }
 
 nsn_status gemm_xwT(CublasHandle h, int M, int N, int K, const __nv_bfloat16* x, int ldx,

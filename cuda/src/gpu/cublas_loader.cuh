@@ -20,6 +20,11 @@ nsn_status cublas_load();
 // Creates a handle bound to `stream` (default math mode: no reduced-precision reductions).
 nsn_status cublas_create(CublasHandle* out, cudaStream_t stream);
 void cublas_destroy(CublasHandle h);
+// Gives the handle a device workspace of its own (cublasSetWorkspace_v2; `bytes` of device
+// memory, 256-byte aligned, owned by the caller and kept until the handle is destroyed), so
+// that cuBLAS never allocates one itself, e.g. inside a CUDA graph capture. Call it after
+// cublas_create: setting the stream resets the workspace.
+nsn_status cublas_set_workspace(CublasHandle h, void* workspace, size_t bytes);
 
 // y[M][N] = alpha * x[M][K] . w[N][K]^T + beta * y   (row-major; w is an HF Linear weight)
 // x, w bf16; compute fp32; y bf16 (y_f32 == false) or fp32 (y_f32 == true). ldx/ldy are the

@@ -137,6 +137,7 @@ __global__ void __launch_bounds__(kBlockThreads) kv_encode_kernel(EncArgs a) {
   uint8_t* blk = reinterpret_cast<uint8_t*>(sm + S::kBlk);
 
   const EncodeJob job = a.jobs[blockIdx.y];
+  if (job.kv_bits == 0) return;  // a no-op job (padding of a fixed-size job list)
   const int kvh = blockIdx.x >> 1, part = blockIdx.x & 1;
   const bool is_key = part == 0;
   const int kv_bits = job.kv_bits, kind = kind_of_bits(kv_bits);

@@ -24,11 +24,13 @@ struct KvGeometry {
 
 // Encode one completed window: src is an fp16 page (format KV_F16, keys post-RoPE) of which
 // the given layer's blocks are read; dst is the quantized page. Keys are un-rotated to
-// pre-RoPE inside the kernel, exactly as the CPU does.
+// pre-RoPE inside the kernel, exactly as the CPU does. For launch_kv_encode, a job with
+// kv_bits 0 is a no-op (its pages are not touched): the CUDA backend's graph steps pad their
+// encode list to a fixed length with such jobs.
 struct EncodeJob {
   const uint8_t* src_page;   // device
   uint8_t* dst_page;         // device
-  int32_t kv_bits;           // 1 or 2
+  int32_t kv_bits;           // 1 or 2 (0: no-op, launch_kv_encode only)
   int32_t pos0;              // position of the window's first token
 };
 // jobs: device array [n_jobs]. Encodes the blocks of `layer` (all kv heads, K and V).
