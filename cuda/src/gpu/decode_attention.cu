@@ -47,14 +47,18 @@ constexpr float kS1EpsDev = 1e-6f;  // == kS1Eps (quant/quant_internal.h)
 //   v3: v1 + v2: 512 threads and two windows per warp step.
 //   v4: v1 with a 4-stage ring of 32 KB (3 fp16 windows in flight, as v0) and at most 8
 //       quantized windows per stage (the prep records must fit next to the bigger ring).
+//   v5: v1 with 384 threads (3 window groups, 12 warps per SM): up to 168 registers, no spills.
+//   v6: v5 with the Hq fragments in registers (one shared-memory load less per k-step).
 // head_dim 256 always runs v0 (its accumulators alone take 128 registers).
 template <int D, int VAR>
 struct Var {
   static constexpr bool V0 = VAR == 0 || D > 128;
-  static constexpr int NT = !V0 && (VAR == 1 || VAR == 3 || VAR == 4) ? 512 : 256;  // threads
+  static constexpr bool T384 = !V0 && (VAR == 5 || VAR == 6);  // 3 window groups, <= 168 registers
+  static constexpr int NT = T384 ? 384 : !V0 && (VAR == 1 || VAR == 3 || VAR == 4) ? 512 : 256;  // threads
   static constexpr int NWARP = NT / 32;
   static constexpr int NG = NT / 128;  // window groups
-  static constexpr bool FSM = !V0;     // T and Hq fragments in shared memory
+  static constexpr bool FSM = !V0;     // T fragments in shared memory
+  static constexpr bool HQ_SM = FSM && VAR != 6;  // Hq fragments in shared memory (v6: registers)
   static constexpr bool PAIR = !V0 && (VAR == 2 || VAR == 3);
   static constexpr int NSTAGE = V0 ? (D <= 128 ? 4 : 2) : VAR == 4 ? 4 : 3;
   static constexpr int STAGE_MIN = V0 || VAR == 4 ? 32768 : 36864;
@@ -86,7 +90,7 @@ struct Cfg {
   static constexpr int WML = QW + 2 * AB_WORDS * 4;     // per-warp (m, l) [2][NWARP][8 heads]
   static constexpr int TF = WML + 2 * NWARP * kHeadsPerCta * 4;  // (FSM) T fragments [4 sl][KS][32 lanes] x 16 B
   static constexpr int HQF = TF + (V::FSM ? 4 * KS * 32 * 16 : 0);  // (FSM) Hq fragments [KS][32 lanes] x 8 B
-  static constexpr int TOTAL = HQF + (V::FSM ? KS * 32 * 8 : 0);
+  static constexpr int TOTAL = HQF + (V::HQ_SM ? KS * 32 * 8 : 0);
   static_assert(TOTAL <= 232448, "shared memory");
   static_assert(NT % H == 0, "prep: one rotary pair per thread");
   static_assert(NWARP * kHeadsPerCta * D * 4 <= NSTAGE * STAGE, "final merge lives in the ring");
@@ -97,15 +101,20 @@ struct FastArgs : AttnKernelArgs {
   int hadamard;  // 0 under the NO_HADAMARD ablation
 };
 
-// 2-bit signs. Words hold 4 sign bytes (sub-vectors 4u..4u+3), pre-shifted right by the lane's
-// bit offset, so byte k's two (K) or one (V) bits sit at 8k, 8k+1. The mask flips fp16 halves.
-// K fragment: rows = tokens, k = channels 2tq, 2tq+1 of the sub-vector -> bits 8k, 8k+1.
-__device__ __forceinline__ uint32_t sign_mask_k(uint32_t w, int k) {
-  return ((w >> (8 * k)) & 1u) << 15 | ((w >> (8 * k + 1)) & 1u) << 31;
+// 2-bit signs. A fragment register holds two fp16 values; their sign bits are bits 15 and 31.
+// The sign words are prepared so that byte k (sub-vector 4u + k of the word) carries the
+// register's two sign bits in its bits 0 and 1 and nothing else (K: the row's byte shifted by
+// the lane's channel pair and masked; V: the two tokens' bits merged). Then one PRMT, one IMAD
+// and the XOR: b * 0x40008000 puts bit 0 at 15 (and 30) and bit 1 at 31 (and 16), and the
+// mask keeps 15 and 31.
+__device__ __forceinline__ uint32_t sign_mask(uint32_t w, int k) {
+  return (byte_of(w, k) * 0x40008000u) & 0x80008000u;
 }
-// Transposed V fragment: channel gr of the sub-vector for tokens t0 (w0) and t0+1 (w1).
-__device__ __forceinline__ uint32_t sign_mask_v(uint32_t w0, uint32_t w1, int k) {
-  return ((w0 >> (8 * k)) & 1u) << 15 | ((w1 >> (8 * k)) & 1u) << 31;
+// K fragment: rows = tokens, k = channels 2tq, 2tq+1 of each sub-vector: bits 2tq, 2tq+1.
+__device__ __forceinline__ uint32_t sign_word_k(uint32_t w, int tq) { return (w >> (2 * tq)) & 0x03030303u; }
+// Transposed V fragment: channel gr of each sub-vector for tokens t0 (w0, bit 0) and t0+1 (w1, bit 1).
+__device__ __forceinline__ uint32_t sign_word_v(uint32_t w0, uint32_t w1, int gr) {
+  return ((w0 >> gr) & 0x01010101u) | (((w1 >> gr) & 0x01010101u) << 1);
 }
 
 template <int D>
@@ -271,6 +280,8 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
   const uint64_t blk_off =
       block_offset(kind, D, NSN_QUANT_NSN, a.n_kv_heads, a.layer, kvh, 0);  // K block; V follows
   const uint64_t f16_off = block_offset(KV_F16, D, 0, a.n_kv_heads, a.layer, kvh, 0);
+  const int chunks = (int)(2 * bb / 16);       // 16-byte chunks of one quantized window (K + V)
+  const uint32_t chunk_magic = quant ? (uint32_t)((0x100000000ull + chunks - 1) / chunks) : 0u;
   const int nqs = max(0, min(w1, nq) - w0);  // quantized windows in range
   const int n_qst = (nqs + nwq - 1) / nwq;
   const int n_st = n_qst + (w1 - w0 - nqs);
@@ -333,11 +344,13 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
     for (int e = 0; e < 4; e++) acc[s][e] = acc_o[s][e] = 0.0f;
   }
   if constexpr (V::FSM) {
-    if (quant) {
+    if (quant && V::HQ_SM) {
       for (int idx = tid; idx < KS * 32; idx += kThreads) {
         const int s = idx >> 5, ln = idx & 31, g = ln >> 2, t = ln & 3, c = 16 * s + 2 * t;
         hq_s[idx] = make_uint2(pack_half2(qh[g * D + c], qh[g * D + c + 1]), pack_half2(qh[g * D + c + 8], qh[g * D + c + 9]));
       }
+    }
+    if (quant) {
       for (int idx = tid; idx < 4 * KS * 32 * 4; idx += kThreads) {
         const int r = idx & 3, ln = (idx >> 2) & 31, s = (idx >> 7) % KS, sl4 = idx / (128 * KS);
         const int delta = 16 * sl4 + (ln >> 2) + 8 * (r & 1), i = 8 * s + (ln & 3) + 4 * (r >> 1);
@@ -346,7 +359,8 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
         reinterpret_cast<uint32_t*>(tf_s)[idx] = pack_half2(cs, sn);
       }
     }
-  } else {
+  }
+  if constexpr (!V::HQ_SM) {
 #pragma unroll
     for (int s = 0; s < KS; s++) {
       const int c = 16 * s + 2 * tq;
@@ -377,11 +391,17 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
       uint8_t* buf = smem + C::RING + (i % C::NSTAGE) * C::STAGE;
       if (i < n_qst) {
         const int ws = w0 + i * nwq, nw = min(nwq, nqs - i * nwq);
-        const int chunks = (int)(2 * bb / 16);
+        // 16-byte chunks of the stage's windows (K and V blocks are contiguous in a page),
+        // flattened over windows so every thread issues ~equally many; wi = idx / chunks by a
+        // multiply-high (exact for idx < 2^32 / chunks). Unrolled so the page-table loads of
+        // several chunks are in flight together.
         const uint32_t dst0 = smem_addr(buf);
-        for (int wi = 0; wi < nw; wi++) {  // no division; one page-table read per window
-          const uint8_t* src = a.arena + sq.page_off[ws + wi] + blk_off;
-          for (int ch = tid; ch < chunks; ch += kThreads) cp_async16(dst0 + wi * 2 * bb + ch * 16, src + ch * 16);
+        const int total = nw * chunks;
+#pragma unroll 4
+        for (int idx = tid; idx < total; idx += kThreads) {
+          const int wi = (int)mul_hi((uint32_t)idx, chunk_magic);
+          const int ch = idx - wi * chunks;
+          cp_async16(dst0 + wi * 2 * bb + ch * 16, a.arena + sq.page_off[ws + wi] + blk_off + ch * 16);
         }
       } else {
         const int w = w0 + nqs + (i - n_qst);
@@ -492,8 +512,8 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
             load_row_words<D>(kb + L.signs + tB * NS, sb);
 #pragma unroll
             for (int k = 0; k < E; k++) {
-              sa[k] >>= 2 * tq;
-              sb[k] >>= 2 * tq;
+              sa[k] = sign_word_k(sa[k], tq);
+              sb[k] = sign_word_k(sb[k], tq);
             }
           }
           const uint32_t* abr = reinterpret_cast<const uint32_t*>(rec + C::P_AB) + (gr * 4 + tq) * C::ABW;
@@ -503,17 +523,21 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
             const uint32_t code = (cw[s >> 1] >> ((2 * (s & 1) + pK) * 8)) & 0xffu;
             ldmatrix_x4(fa, cb_lane + code * 128);
             if (kv_bits == 2) {
-              fa[0] ^= sign_mask_k(sa[s >> 1], 2 * (s & 1));
-              fa[1] ^= sign_mask_k(sb[s >> 1], 2 * (s & 1));
-              fa[2] ^= sign_mask_k(sa[s >> 1], 2 * (s & 1) + 1);
-              fa[3] ^= sign_mask_k(sb[s >> 1], 2 * (s & 1) + 1);
+              fa[0] ^= sign_mask(sa[s >> 1], 2 * (s & 1));
+              fa[1] ^= sign_mask(sb[s >> 1], 2 * (s & 1));
+              fa[2] ^= sign_mask(sa[s >> 1], 2 * (s & 1) + 1);
+              fa[3] ^= sign_mask(sb[s >> 1], 2 * (s & 1) + 1);
             }
             const uint2 abw = *reinterpret_cast<const uint2*>(abr + 2 * s);
             if constexpr (V::FSM) {
-              const uint2 hq = hq_s[s * 32 + lane];
               const uint4 t4 = tf_s[(sl * KS + s) * 32 + lane];
               const uint32_t tt[4] = {t4.x, t4.y, t4.z, t4.w};
-              mma_16816(xc[s & 1], fa, hq.x, hq.y);
+              if constexpr (V::HQ_SM) {
+                const uint2 hq = hq_s[s * 32 + lane];
+                mma_16816(xc[s & 1], fa, hq.x, hq.y);
+              } else {
+                mma_16816(xc[s & 1], fa, qhf[s][0], qhf[s][1]);
+              }
               mma_16816(yc[s & 1], tt, abw.x, abw.y);
             } else {
               mma_16816(xc[s & 1], fa, qhf[s][0], qhf[s][1]);
@@ -547,19 +571,18 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
         }
         uint32_t cw[E];
         load_row_words<D>(vb + L.codes + tokV * NS, cw);
-        uint32_t r0[E], r1[E], r2[E], r3[E];
+        uint32_t r01[E], r23[E];  // tokens 2tq / 2tq+1 and 2tq+8 / 2tq+9 of the slice
         if (kv_bits == 2) {
           const uint8_t* sg = vb + L.signs + (16 * sl + 2 * tq) * NS;
+          uint32_t r0[E], r1[E], r2[E], r3[E];
           load_row_words<D>(sg, r0);
           load_row_words<D>(sg + NS, r1);
           load_row_words<D>(sg + 8 * NS, r2);
           load_row_words<D>(sg + 9 * NS, r3);
 #pragma unroll
           for (int k = 0; k < E; k++) {
-            r0[k] >>= gr;
-            r1[k] >>= gr;
-            r2[k] >>= gr;
-            r3[k] >>= gr;
+            r01[k] = sign_word_v(r0[k], r1[k], gr);
+            r23[k] = sign_word_v(r2[k], r3[k], gr);
           }
         }
         const float* ov = reinterpret_cast<const float*>(rec + C::P_OV) + gr * KS * 2;
@@ -570,10 +593,10 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
           ldmatrix_x4_trans(fa, cb_lane + code * 128);
           if (kv_bits == 2) {
             const int b0 = 2 * (m & 1);  // byte of sub-vector 2m in its word; 2m+1 is b0+1
-            fa[0] ^= sign_mask_v(r0[m >> 1], r1[m >> 1], b0);
-            fa[1] ^= sign_mask_v(r0[m >> 1], r1[m >> 1], b0 + 1);
-            fa[2] ^= sign_mask_v(r2[m >> 1], r3[m >> 1], b0);
-            fa[3] ^= sign_mask_v(r2[m >> 1], r3[m >> 1], b0 + 1);
+            fa[0] ^= sign_mask(r01[m >> 1], b0);
+            fa[1] ^= sign_mask(r01[m >> 1], b0 + 1);
+            fa[2] ^= sign_mask(r23[m >> 1], b0);
+            fa[3] ^= sign_mask(r23[m >> 1], b0 + 1);
           }
           mma_16816(acc[m], fa, pb0, pb1);
           const float2 h = *reinterpret_cast<const float2*>(ov + 2 * m);
@@ -791,6 +814,10 @@ nsn_status launch_fast_variant(const DecodeAttnArgs& a, const DecodePlan& p, cud
         return launch_fast<D, 3>(a, p, stream);
       case 4:
         return launch_fast<D, 4>(a, p, stream);
+      case 5:
+        return launch_fast<D, 5>(a, p, stream);
+      case 6:
+        return launch_fast<D, 6>(a, p, stream);
       default:
         return launch_fast<D, 0>(a, p, stream);
     }
@@ -812,6 +839,8 @@ const char* decode_attention_variant_name(int v) {
       "v2: 256 thr, frags in smem, 2 windows/step, 3x36KB ring",
       "v3: 512 thr, frags in smem, 2 windows/step, 3x36KB ring",
       "v4: 512 thr, frags in smem, 4x32KB ring, <= 8 quantized windows/stage",
+      "v5: 384 thr, frags in smem, 3x36KB ring",
+      "v6: 384 thr, T frags in smem, Hq frags in regs, 3x36KB ring",
   };
   return v >= 0 && v < kDecodeVariants ? names[v] : "?";
 }

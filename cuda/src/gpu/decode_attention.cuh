@@ -13,10 +13,11 @@ constexpr int kHeadsPerCta = 8;
 
 // Run-time selectable kernel variants of the fast kernel (decode_attention.cu, `Var`): v0 the
 // run-2 kernel, v1 512 threads + fragments in shared memory, v2 two windows per warp step,
-// v3 both, v4 = v1 with a 4 x 32 KB ring (fp16 pages: 3 windows in flight). The launcher reads NSN_ATTN_VARIANT once ("v1" or "1"); tests and the benchmark
+// v3 both, v4 = v1 with a 4 x 32 KB ring (fp16 pages: 3 windows in flight), v5 = v1 with 384
+// threads (no register spills), v6 = v5 with the Hq fragments in registers. The launcher reads NSN_ATTN_VARIANT once ("v1" or "1"); tests and the benchmark
 // override it with set_decode_attention_variant (-1: back to env / default). head_dim 256 always
 // runs v0. Every variant computes the same result (up to float summation order).
-constexpr int kDecodeVariants = 5;
+constexpr int kDecodeVariants = 7;
 constexpr int kDecodeVariantDefault = 1;
 // Default for launches whose rows are all fp16 (measured fastest on fp16 pages on the H200).
 constexpr int kDecodeVariantFp16 = 2;

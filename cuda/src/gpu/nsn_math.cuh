@@ -138,6 +138,23 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
 // movmatrix_trans and mma_16816 with the same signatures.
 #endif
 
+// Byte k (0..3) of w, zero-extended (PRMT on the GPU).
+__device__ __forceinline__ uint32_t byte_of(uint32_t w, int k) {
+#ifdef NSN_EMU
+  return (w >> (8 * k)) & 0xffu;
+#else
+  return __byte_perm(w, 0u, 0x4440u | (uint32_t)k);
+#endif
+}
+// High 32 bits of the 64-bit product a * b.
+__device__ __forceinline__ uint32_t mul_hi(uint32_t a, uint32_t b) {
+#ifdef NSN_EMU
+  return (uint32_t)(((uint64_t)a * b) >> 32);
+#else
+  return __umulhi(a, b);
+#endif
+}
+
 // The 4-bit asymmetric quantizer of quant_internal.h, on the device (same float operations).
 __device__ __forceinline__ float u4_value(float mn, float step, int code) {
   return __fmaf_rn((float)code, step, mn);
