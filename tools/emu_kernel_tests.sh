@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# emu_kernel_tests.sh: runs cuda/tests/gpu/test_kv_kernels.cu with the CUDA KV kernels compiled
-# for the CPU emulator (cuda/tests/gpu/cuda_emu.h): no GPU needed, only g++ and the CUDA
-# headers (for the fp16/bf16 types). Checks the kernels' logic (fragment layouts, indexing,
-# formats) against the CPU reference; it says nothing about speed or async-copy races.
+# emu_kernel_tests.sh: runs cuda/tests/gpu/test_kv_kernels.cu (the KV kernels) and
+# cuda/tests/gpu/test_gemv.cu (the batch-1 GEMVs with RMSNorm / SwiGLU fused in, against
+# layers.cu's unfused kernels) with the CUDA kernels compiled for the CPU emulator
+# (cuda/tests/gpu/cuda_emu.h): no GPU needed, only g++ and the CUDA headers (for the fp16/bf16
+# types). Checks the kernels' logic (fragment layouts, indexing, formats) against the CPU
+# reference; it says nothing about speed or async-copy races.
 #
 #   tools/emu_kernel_tests.sh [--small]      (--small: the quick subset, ~20 s; full: minutes)
 set -euo pipefail
@@ -19,7 +21,7 @@ mkdir -p "$B"
 EMU="-std=c++17 -O2 -DNSN_EMU -Wno-unknown-pragmas -include cuda/tests/gpu/cuda_emu.h -I$CUDA_INC -x c++"
 pids=()
 for f in cuda/src/gpu/kv_encode.cu cuda/src/gpu/decode_attention.cu cuda/src/gpu/decode_attention_ref.cu \
-  cuda/tests/gpu/test_kv_kernels.cu; do
+  cuda/src/gpu/gemv.cu cuda/src/gpu/layers.cu cuda/tests/gpu/test_kv_kernels.cu cuda/tests/gpu/test_gemv.cu; do
   g++ $EMU -c "$f" -o "$B/$(basename "$f" .cu).o" &
   pids+=($!)
 done
@@ -30,4 +32,8 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 g++ -o "$B/test_kv_kernels_emu" "$B"/kv_encode.o "$B"/decode_attention.o "$B"/decode_attention_ref.o \
   "$B"/test_kv_kernels.o "$B"/cpu_*.o
-"$B/test_kv_kernels_emu" "$@"
+g++ -o "$B/test_gemv_emu" "$B"/gemv.o "$B"/layers.o "$B"/test_gemv.o "$B"/cpu_*.o
+rc=0
+"$B/test_kv_kernels_emu" "$@" || rc=1
+"$B/test_gemv_emu" "$@" || rc=1
+exit $rc

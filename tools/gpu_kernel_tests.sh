@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# gpu_kernel_tests.sh: builds and runs the CUDA KV-kernel tests, a compute-sanitizer memcheck of
-# a small case, and the kernel benchmark (ours vs torch SDPA) on a GPU machine.
+# gpu_kernel_tests.sh: builds and runs the CUDA KV-kernel tests and the fused batch-1 GEMV tests
+# (test_gemv: gemv.cu against layers.cu's unfused kernels), a compute-sanitizer memcheck of
+# small cases, and the kernel benchmark (ours vs torch SDPA) on a GPU machine.
 #
-#   tools/gpu_kernel_tests.sh OUT_DIR [--quick] [--ncu]
+#   tools/gpu_kernel_tests.sh OUT_DIR [--quick] [--ncu] [--build-only]
 #
 # OUT_DIR receives: build.log (ptxas registers/spills), test.log, memcheck.log, bench.log,
 # bench.md (the combined table), bench.json, and with --ncu ncu.log. Exit status: non-zero when
@@ -14,10 +15,12 @@ OUT=${1:?usage: tools/gpu_kernel_tests.sh OUT_DIR [--quick] [--ncu]}
 shift
 QUICK=""
 NCU=0
+BUILD_ONLY=0
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=--quick ;;
     --ncu) NCU=1 ;;
+    --build-only) BUILD_ONLY=1 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -32,11 +35,11 @@ CXXFLAGS="-std=c++17 -O2"
 
 echo "== build ($(date -u +%H:%M:%S))" | tee "$OUT/build.log"
 pids=()
-for f in kv_encode decode_attention decode_attention_ref; do
+for f in kv_encode decode_attention decode_attention_ref gemv layers; do
   ($NVCC $FLAGS -Xptxas -v -c cuda/src/gpu/$f.cu -o "$B/$f.o" >"$B/$f.log" 2>&1) &
   pids+=($!)
 done
-for f in test_kv_kernels bench_attention; do
+for f in test_kv_kernels test_gemv bench_attention; do
   ($NVCC $FLAGS -c cuda/tests/gpu/$f.cu -o "$B/$f.o" >"$B/$f.log" 2>&1) &
   pids+=($!)
 done
@@ -51,6 +54,7 @@ if [ $build_ok = 1 ]; then
   KOBJ="$B/kv_encode.o $B/decode_attention.o $B/decode_attention_ref.o"
   $NVCC $FLAGS "$B/test_kv_kernels.o" $KOBJ "$B"/cpu_*.o -o "$B/test_kv_kernels" >>"$OUT/build.log" 2>&1 || build_ok=0
   $NVCC $FLAGS "$B/bench_attention.o" $KOBJ "$B"/cpu_*.o -o "$B/bench_attention" >>"$OUT/build.log" 2>&1 || build_ok=0
+  $NVCC $FLAGS "$B/test_gemv.o" "$B/gemv.o" "$B/layers.o" "$B"/cpu_*.o -o "$B/test_gemv" >>"$OUT/build.log" 2>&1 || build_ok=0
 fi
 if [ $build_ok = 0 ]; then
   echo "BUILD FAILED" | tee -a "$OUT/build.log"
@@ -59,7 +63,7 @@ if [ $build_ok = 0 ]; then
 fi
 echo "build ok ($(date -u +%H:%M:%S))" | tee -a "$OUT/build.log"
 if command -v cuobjdump >/dev/null; then  # instruction mix of the head_dim-128 decode kernel, per variant
-  for v in 0 1 2 3 4; do
+  for v in 0 1 2 3 4 5 6; do
     echo "== SASS instruction histogram, decode_attn_kernel<128, v$v>" >>"$OUT/build.log"
     cuobjdump -sass "$B/decode_attention.o" 2>/dev/null |
       awk -v pat="decode_attn_kernelILi128ELi${v}E" '$0 ~ "Function : .*" pat {f=1; next} /Function :/{f=0} f' |
@@ -68,15 +72,22 @@ if command -v cuobjdump >/dev/null; then  # instruction mix of the head_dim-128 
   done
 fi
 
+[ $BUILD_ONLY = 1 ] && exit 0
+
 echo "== tests"
 "$B/test_kv_kernels" 2>&1 | tee "$OUT/test.log"
 rc_test=${PIPESTATUS[0]}
+"$B/test_gemv" 2>&1 | tee -a "$OUT/test.log"
+[ "${PIPESTATUS[0]}" = 0 ] || rc_test=1
 
 echo "== compute-sanitizer memcheck (--small)"
 if command -v compute-sanitizer >/dev/null; then
   compute-sanitizer --tool memcheck --error-exitcode 3 "$B/test_kv_kernels" --small >"$OUT/memcheck.log" 2>&1
   rc_mc=$?
   tail -n 4 "$OUT/memcheck.log"
+  echo "== memcheck test_gemv --small" >>"$OUT/memcheck.log"
+  compute-sanitizer --tool memcheck --error-exitcode 3 "$B/test_gemv" --small >>"$OUT/memcheck.log" 2>&1 || rc_mc=3
+  tail -n 2 "$OUT/memcheck.log"
   # shared-memory races (the cp.async ring, prep buffers): informative, bounded in time
   echo "== racecheck (--small)" >>"$OUT/memcheck.log"
   timeout 60 compute-sanitizer --tool racecheck --racecheck-report hazard "$B/test_kv_kernels" --small \

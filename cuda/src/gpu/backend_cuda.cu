@@ -832,8 +832,14 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
   TRY(launch_embed(embed_, tokens, T, H, x_, stream_));
   for (int l = 0; l < c_.n_layers; l++) {
     const LayerW& W = layers_[l];
-    TRY(launch_rmsnorm(x_, nullptr, T, H, W.attn_norm, c_.rms_eps, xn_, stream_));
-    TRY(linear(T, qkv_dim_, H, xn_, H, W.wqkv, qkv_, qkv_dim_, 0.0f));
+    // One row: RMSNorm fused into the GEMV (gemv.cu), one launch instead of two.
+    const bool fuse = use_gemv_ && T == 1;
+    if (fuse && gemv_rmsnorm_supported(H, x_, W.attn_norm, W.wqkv)) {
+      TRY(launch_gemv_rmsnorm(qkv_dim_, H, x_, W.attn_norm, c_.rms_eps, W.wqkv, qkv_, 0.0f, stream_));
+    } else {
+      TRY(launch_rmsnorm(x_, nullptr, T, H, W.attn_norm, c_.rms_eps, xn_, stream_));
+      TRY(linear(T, qkv_dim_, H, xn_, H, W.wqkv, qkv_, qkv_dim_, 0.0f));
+    }
     if (S.n_copies)
       TRY(launch_kv_copy((const KvCopyJob*)(base + S.copies), S.n_copies, l, c_.n_kv_heads,
                          c_.head_dim, stream_));
@@ -888,9 +894,14 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
       TRY(launch_kv_encode(geo_, (const EncodeJob*)(base + S.penc) + (size_t)l * S.n_penc, S.n_penc,
                            l, stream_));
     TRY(linear(T, H, q_dim_, attn_, q_dim_, W.wo, x_, H, 1.0f));
-    TRY(launch_rmsnorm(x_, nullptr, T, H, W.mlp_norm, c_.rms_eps, xn_, stream_));
-    TRY(linear(T, 2 * I, H, xn_, H, W.wgu, gu_, 2 * I, 0.0f));
-    TRY(launch_swiglu(gu_, T, I, h_, stream_));
+    // One row: RMSNorm, the gate/up GEMV and SwiGLU in one launch.
+    if (fuse && gemv_rmsnorm_supported(H, x_, W.mlp_norm, W.wgu)) {
+      TRY(launch_gemv_rmsnorm_swiglu(I, H, x_, W.mlp_norm, c_.rms_eps, W.wgu, h_, stream_));
+    } else {
+      TRY(launch_rmsnorm(x_, nullptr, T, H, W.mlp_norm, c_.rms_eps, xn_, stream_));
+      TRY(linear(T, 2 * I, H, xn_, H, W.wgu, gu_, 2 * I, 0.0f));
+      TRY(launch_swiglu(gu_, T, I, h_, stream_));
+    }
     TRY(linear(T, H, I, h_, I, W.wdown, x_, H, 1.0f));
   }
   return NSN_OK;

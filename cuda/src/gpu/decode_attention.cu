@@ -202,13 +202,13 @@ __device__ __forceinline__ void softmax_step(float (&s)[P][4], float (&m)[2], fl
   }
   const float n0 = fmaxf(m[0], mx0), n1 = fmaxf(m[1], mx1);
   const bool dead0 = n0 == -INFINITY, dead1 = n1 == -INFINITY;
-  const float a0 = dead0 ? 1.0f : exp2f(m[0] - n0), a1 = dead1 ? 1.0f : exp2f(m[1] - n1);
+  const float a0 = dead0 ? 1.0f : fast_exp2(m[0] - n0), a1 = dead1 ? 1.0f : fast_exp2(m[1] - n1);
 #pragma unroll
   for (int p = 0; p < P; p++) {
-    s[p][0] = dead0 ? 0.0f : exp2f(s[p][0] - n0);
-    s[p][2] = dead0 ? 0.0f : exp2f(s[p][2] - n0);
-    s[p][1] = dead1 ? 0.0f : exp2f(s[p][1] - n1);
-    s[p][3] = dead1 ? 0.0f : exp2f(s[p][3] - n1);
+    s[p][0] = dead0 ? 0.0f : fast_exp2(s[p][0] - n0);
+    s[p][2] = dead0 ? 0.0f : fast_exp2(s[p][2] - n0);
+    s[p][1] = dead1 ? 0.0f : fast_exp2(s[p][1] - n1);
+    s[p][3] = dead1 ? 0.0f : fast_exp2(s[p][3] - n1);
   }
   if (__any_sync(kFull, a0 != 1.0f || a1 != 1.0f)) {
 #pragma unroll

@@ -6,6 +6,7 @@
 
 #include "../backend.h"
 #include "../random.h"
+#include "layers_dev.cuh"
 
 namespace nsn {
 
@@ -17,18 +18,6 @@ nsn_status check_launch(const char* what) {
   return NSN_OK;
 }
 
-__device__ inline float block_sum(float v, float* red) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  __syncthreads();  // red may still be read by a previous call
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  const int n_warps = (blockDim.x + 31) >> 5;
-  float t = 0.0f;
-  for (int w = 0; w < n_warps; w++) t += red[w];
-  return t;
-}
-
 __global__ void embed_kernel(const __nv_bfloat16* __restrict__ table, const int32_t* __restrict__ tokens,
                              int hidden, float* __restrict__ out) {
   const int row = blockIdx.x;
@@ -37,25 +26,21 @@ __global__ void embed_kernel(const __nv_bfloat16* __restrict__ table, const int3
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = __bfloat162float(src[i]);
 }
 
-__global__ void rmsnorm_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
-                               int hidden, const float* __restrict__ w, float eps,
-                               __nv_bfloat16* __restrict__ out) {
-  __shared__ float red[32];
+// One block (dev::kRmsThreads threads) per row; dynamic shared memory: the 32-float reduction
+// buffer of dev::block_sum (dynamic so the CPU emulator of the kernel tests shares it).
+__global__ void __launch_bounds__(dev::kRmsThreads)
+    rmsnorm_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int hidden,
+                   const float* __restrict__ w, float eps, __nv_bfloat16* __restrict__ out) {
+  NSN_DYNAMIC_SMEM(float, red);
   const int i = blockIdx.x;
-  const float* src = x + (size_t)(rows ? rows[i] : i) * hidden;
-  float ss = 0.0f;
-  for (int c = threadIdx.x; c < hidden; c += blockDim.x) ss += src[c] * src[c];
-  ss = block_sum(ss, red);
-  const float inv = 1.0f / sqrtf(ss / (float)hidden + eps);
-  __nv_bfloat16* dst = out + (size_t)i * hidden;
-  for (int c = threadIdx.x; c < hidden; c += blockDim.x)
-    dst[c] = __float2bfloat16_rn(src[c] * inv * w[c]);
+  dev::rmsnorm_row(x + (size_t)(rows ? rows[i] : i) * hidden, hidden, w, eps,
+                   out + (size_t)i * hidden, red);
 }
 
 // One block per token. cos/sin of the position are computed once (angle in fp32 like HF, the
 // cosine and sine in double, as rope.h's rope_cos_sin) and shared by every head.
 __global__ void qkv_rope_append_kernel(QkvRopeArgs a) {
-  extern __shared__ float cs_sn[];  // [d/2] cos, then [d/2] sin
+  NSN_DYNAMIC_SMEM(float, cs_sn);  // [d/2] cos, then [d/2] sin
   const int t = blockIdx.x, d = a.head_dim, h2 = d / 2;
   const TokenKv tk = a.tok[t];
   for (int i = threadIdx.x; i < h2; i += blockDim.x) {
@@ -117,8 +102,7 @@ __global__ void swiglu_kernel(const float* __restrict__ gu, int inter, __nv_bflo
   const float* g = gu + (size_t)row * 2 * inter;
   const float* u = g + inter;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < inter; i += gridDim.x * blockDim.x) {
-    const float x = g[i];
-    h[(size_t)row * inter + i] = __float2bfloat16_rn(x / (1.0f + expf(-x)) * u[i]);
+    h[(size_t)row * inter + i] = dev::swiglu(g[i], u[i]);
   }
 }
 
@@ -171,14 +155,14 @@ int grid_for(uint64_t n, int threads) {
 nsn_status launch_embed(const __nv_bfloat16* table, const int32_t* tokens, int n, int hidden,
                         float* out, cudaStream_t stream) {
   if (n <= 0) return NSN_OK;
-  embed_kernel<<<n, 256, 0, stream>>>(table, tokens, hidden, out);
+  NSN_LAUNCH(embed_kernel, n, 256, 0, stream, table, tokens, hidden, out);
   return check_launch("embed_kernel");
 }
 
 nsn_status launch_rmsnorm(const float* x, const int32_t* rows, int n, int hidden, const float* w,
                           float eps, __nv_bfloat16* out, cudaStream_t stream) {
   if (n <= 0) return NSN_OK;
-  rmsnorm_kernel<<<n, 512, 0, stream>>>(x, rows, hidden, w, eps, out);
+  NSN_LAUNCH(rmsnorm_kernel, n, dev::kRmsThreads, 32 * sizeof(float), stream, x, rows, hidden, w, eps, out);
   return check_launch("rmsnorm_kernel");
 }
 
@@ -186,22 +170,22 @@ nsn_status launch_qkv_rope_append(const QkvRopeArgs& a, cudaStream_t stream) {
   if (a.n <= 0) return NSN_OK;
   if (a.head_dim % 16 != 0 || a.head_dim > 256)
     return set_error(NSN_E_UNSUPPORTED, "qkv_rope_append: head_dim %d", a.head_dim);
-  qkv_rope_append_kernel<<<a.n, 256, a.head_dim * sizeof(float), stream>>>(a);
+  NSN_LAUNCH(qkv_rope_append_kernel, a.n, 256, a.head_dim * sizeof(float), stream, a);
   return check_launch("qkv_rope_append_kernel");
 }
 
 nsn_status launch_kv_copy(const KvCopyJob* jobs, int n_jobs, int layer, int n_kv_heads,
                           int head_dim, cudaStream_t stream) {
   if (n_jobs <= 0) return NSN_OK;
-  kv_copy_kernel<<<dim3(n_jobs, n_kv_heads * 2), 128, 0, stream>>>(jobs, layer, n_kv_heads,
-                                                                    head_dim);
+  NSN_LAUNCH(kv_copy_kernel, dim3(n_jobs, n_kv_heads * 2), 128, 0, stream, jobs, layer, n_kv_heads,
+             head_dim);
   return check_launch("kv_copy_kernel");
 }
 
 nsn_status launch_swiglu(const float* gu, int n, int inter, __nv_bfloat16* h, cudaStream_t stream) {
   if (n <= 0) return NSN_OK;
   const int bx = (inter + 255) / 256;
-  swiglu_kernel<<<dim3(bx < 64 ? bx : 64, n), 256, 0, stream>>>(gu, inter, h);
+  NSN_LAUNCH(swiglu_kernel, dim3(bx < 64 ? bx : 64, n), 256, 0, stream, gu, inter, h);
   return check_launch("swiglu_kernel");
 }
 
@@ -215,9 +199,9 @@ nsn_status launch_to_bf16(const void* src, int dtype, uint64_t n, __nv_bfloat16*
     return NSN_OK;
   }
   if (dtype == NSN_F32)
-    to_bf16_kernel<float><<<grid_for(n, 256), 256, 0, stream>>>((const float*)src, n, dst);
+    NSN_LAUNCH((to_bf16_kernel<float>), grid_for(n, 256), 256, 0, stream, (const float*)src, n, dst);
   else if (dtype == NSN_F16)
-    to_bf16_kernel<__half><<<grid_for(n, 256), 256, 0, stream>>>((const __half*)src, n, dst);
+    NSN_LAUNCH((to_bf16_kernel<__half>), grid_for(n, 256), 256, 0, stream, (const __half*)src, n, dst);
   else
     return set_error(NSN_E_INVALID, "to_bf16: dtype %d", dtype);
   return check_launch("to_bf16_kernel");
@@ -232,9 +216,9 @@ nsn_status launch_to_f32(const void* src, int dtype, uint64_t n, float* dst, cud
     return NSN_OK;
   }
   if (dtype == NSN_F16)
-    to_f32_kernel<__half><<<grid_for(n, 256), 256, 0, stream>>>((const __half*)src, n, dst);
+    NSN_LAUNCH((to_f32_kernel<__half>), grid_for(n, 256), 256, 0, stream, (const __half*)src, n, dst);
   else if (dtype == NSN_BF16)
-    to_f32_kernel<__nv_bfloat16><<<grid_for(n, 256), 256, 0, stream>>>((const __nv_bfloat16*)src, n, dst);
+    NSN_LAUNCH((to_f32_kernel<__nv_bfloat16>), grid_for(n, 256), 256, 0, stream, (const __nv_bfloat16*)src, n, dst);
   else
     return set_error(NSN_E_INVALID, "to_f32: dtype %d", dtype);
   return check_launch("to_f32_kernel");
@@ -245,13 +229,13 @@ nsn_status launch_synthetic(uint64_t seed, int slot, int layer, float std, uint6
   if (n == 0) return NSN_OK;
   if ((dst_bf16 == nullptr) == (dst_f32 == nullptr))
     return set_error(NSN_E_INTERNAL, "synthetic: exactly one destination expected");
-  synthetic_kernel<<<grid_for(n, 256), 256, 0, stream>>>(seed, slot, layer, std, n, dst_bf16, dst_f32);
+  NSN_LAUNCH(synthetic_kernel, grid_for(n, 256), 256, 0, stream, seed, slot, layer, std, n, dst_bf16, dst_f32);
   return check_launch("synthetic_kernel");
 }
 
 nsn_status launch_fill(float* dst, uint64_t n, float value, cudaStream_t stream) {
   if (n == 0) return NSN_OK;
-  fill_kernel<<<grid_for(n, 256), 256, 0, stream>>>(dst, n, value);
+  NSN_LAUNCH(fill_kernel, grid_for(n, 256), 256, 0, stream, dst, n, value);
   return check_launch("fill_kernel");
 }
 

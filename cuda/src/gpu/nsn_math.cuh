@@ -146,6 +146,17 @@ __device__ __forceinline__ uint32_t byte_of(uint32_t w, int k) {
   return __byte_perm(w, 0u, 0x4440u | (uint32_t)k);
 #endif
 }
+// 2^x with one MUFU.EX2 (ex2.approx.ftz: ~2 ulp, results below 2^-126 flush to 0). For softmax
+// weights 2^(s - max) <= 1, where a flushed denormal is as good as the exact tiny value.
+__device__ __forceinline__ float fast_exp2(float x) {
+#ifdef NSN_EMU
+  return exp2f(x);
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
 // High 32 bits of the 64-bit product a * b.
 __device__ __forceinline__ uint32_t mul_hi(uint32_t a, uint32_t b) {
 #ifdef NSN_EMU

@@ -227,6 +227,7 @@ inline cudaError_t emu_malloc(void** p, size_t n) {
 #define cudaMalloc(p, n) emu_malloc((void**)(p), (n))
 #define cudaFree(p) (free(p), cudaSuccess)
 #define cudaMemcpy(d, s, n, k) (memcpy((d), (s), (n)), cudaSuccess)
+#define cudaMemcpyAsync(d, s, n, k, st) (memcpy((d), (s), (n)), cudaSuccess)
 #define cudaMemset(d, v, n) (memset((d), (v), (n)), cudaSuccess)
 inline cudaError_t emu_props(cudaDeviceProp* p, int) {
   memset(p, 0, sizeof *p);

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# gpu_profile.sh: a development round on the GPU machine: the KV-kernel tests and the kernel
+# variant timings (tools/gpu_kernel_tests.sh --quick), `deno task test:gpu`, and batch-1/32
+# decode step times of synthetic llama-3-8b with CUDA graphs on and off (tools/decode_profile.ts).
+# With NCU=1 also ncu warp-state statistics of the decode-attention kernel at 32K x 16.
+#
+#   source .gpu/env.sh && tools/gpu_profile.sh OUT_DIR [VARIANTS_FOR_NCU]
+#
+# OUT_DIR gets profile.log, kernels.log, gpu_tests.log (and ncu.log).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: tools/gpu_profile.sh OUT_DIR [VARIANTS]}
+VARIANTS=${2:-1}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+K=$(mktemp -d)
+DENO="deno run --cached-only -A"
+(make -C cuda -j12 CUDA=1 >"$K/make.log" 2>&1; echo "make rc=$?" >>"$K/make.log") &
+make_pid=$!
+BUILD_DIR="$K/kb" tools/gpu_kernel_tests.sh "$K/kernels" --quick >"$K/kernels.out" 2>&1
+echo "kernel tests rc=$?" >>"$K/kernels.out"
+{
+  grep -E "registers|spill|^ +[0-9]+ [A-Z]|==" "$K/kernels/build.log" | head -150
+  cat "$K/kernels.out"
+  tail -n 6 "$K/kernels/memcheck.log"
+} >"$OUT/kernels.log" 2>&1
+wait $make_pid
+tail -n 3 "$K/make.log" >"$OUT/profile.log"
+NSN_TEST_GPU=1 deno test --cached-only -A tests/gpu/ >"$OUT/gpu_tests.log" 2>&1
+echo "test:gpu rc=$?" >>"$OUT/gpu_tests.log"
+{
+  for g in 1 0; do
+    for bits in 16 2 1; do
+      NSN_CUDA_GRAPHS=$g $DENO tools/decode_profile.ts --batch 1 --kv-bits $bits --steps 64 2>&1 | tail -n 2 | sed "s/^/graphs=$g /"
+    done
+    for bits in 16 1; do
+      NSN_CUDA_GRAPHS=$g $DENO tools/decode_profile.ts --batch 32 --kv-bits $bits --steps 32 2>&1 | tail -n 2 | sed "s/^/graphs=$g /"
+    done
+  done
+} >>"$OUT/profile.log" 2>&1
+if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
+  for v in $VARIANTS; do
+    for bits in 2 1; do
+      echo "#### variant v$v kv_bits $bits"
+      NSN_ATTN_VARIANT=$v ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
+        --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
+        --section SchedulerStats "$K/kb/bench_attention" --only $bits 32768 16 --no-variants
+    done
+  done >"$OUT/ncu.log" 2>&1
+  # per-instruction execution counts and stall samples (SASS), NSN-1 and NSN-2 at 32K x 16
+  for bits in 1 2; do
+    NSN_ATTN_VARIANT=${VARIANTS%% *} ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
+      --section SourceCounters --import-source yes -o "$K/src$bits" "$K/kb/bench_attention" --only $bits 32768 16 --no-variants >/dev/null 2>&1
+    ncu -i "$K/src$bits.ncu-rep" --page source --csv --print-source sass 2>&1 | xz -9 >"$OUT/sass_$bits.csv.xz"
+  done
+fi
+echo done
