@@ -108,7 +108,7 @@ cat "$OUT/bench.md"
 
 if [ $NCU = 1 ] && command -v ncu >/dev/null; then
   echo "== ncu (32K context, batch 16, every kernel variant)"
-  for v in ${NCU_VARIANTS:-0 1 2 3 4}; do
+  for v in ${NCU_VARIANTS:-0 1 2 3 4 5 6}; do
     for bits in 16 2 1; do
       echo "#### variant v$v kv_bits $bits"
       NSN_ATTN_VARIANT=$v ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
