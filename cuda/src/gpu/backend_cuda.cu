@@ -349,6 +349,14 @@ nsn_status CudaBackend::init() {
   geo_.inv_freq = inv_freq_;
   geo_.codebook1 = cb1;
   geo_.codebook2 = cb2;
+  // Decode attention's constant tables, built once (every attention block copies them).
+  if (const size_t tb = decode_attention_tables_bytes(c_.head_dim)) {
+    uint8_t* tables;
+    TRY(dalloc((void**)&tables, tb, "decode attention tables"));
+    TRY(launch_decode_attention_tables(geo_, tables, stream_));
+    CK(cudaStreamSynchronize(stream_));
+    geo_.attn_tables = tables;
+  }
   return NSN_OK;
 }
 

@@ -22,6 +22,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 
@@ -90,8 +91,11 @@ struct Cfg {
   static constexpr int WML = QW + 2 * AB_WORDS * 4;     // per-warp (m, l) [2][NWARP][8 heads]
   static constexpr int TF = WML + 2 * NWARP * kHeadsPerCta * 4;  // (FSM) T fragments [4 sl][KS][32 lanes] x 16 B
   static constexpr int HQF = TF + (V::FSM ? 4 * KS * 32 * 16 : 0);  // (FSM) Hq fragments [KS][32 lanes] x 8 B
-  static constexpr int TOTAL = HQF + (V::HQ_SM ? KS * 32 * 8 : 0);
-  static_assert(TOTAL <= 232448, "shared memory");
+  static constexpr int PT = HQF + (V::HQ_SM ? KS * 32 * 8 : 0);  // page-table cache (int64)
+  // the block's page offsets when it has at most PT_CAP windows (else read from global memory)
+  static constexpr int PT_CAP = (232448 - PT) / 8 < 1024 ? (232448 - PT) / 8 : 1024;
+  static constexpr int TOTAL = PT + PT_CAP * 8;
+  static_assert(PT_CAP >= 256 && TOTAL <= 232448, "shared memory");
   static_assert(NT % H == 0, "prep: one rotary pair per thread");
   static_assert(NWARP * kHeadsPerCta * D * 4 <= NSTAGE * STAGE, "final merge lives in the ring");
   static_assert(PREP % 16 == 0 && (ABW * 4) % 16 == 0, "alignment");
@@ -234,6 +238,27 @@ __device__ __forceinline__ void softmax_step(float (&s)[P][4], float (&m)[2], fl
   }
 }
 
+// Chunk e (= code * 8 + copy) of the fp16 codebook in the kernel's shared-memory layout
+// [256 codes][8 copies][8 halves]: the 8 copies (one per bank group) make ldmatrix's gather of
+// code rows conflict-free.
+__device__ __forceinline__ uint4 codebook_chunk(const float* cb, int e) {
+  const int c = e >> 3;
+  const float4 u = reinterpret_cast<const float4*>(cb + c * kSub)[0];
+  const float4 v = reinterpret_cast<const float4*>(cb + c * kSub)[1];
+  return make_uint4(pack_half2(u.x, u.y), pack_half2(u.z, u.w), pack_half2(v.x, v.y), pack_half2(v.z, v.w));
+}
+// Word idx of the T fragments [4 slices][KS k-steps][32 lanes][4 registers]: register r of lane
+// ln holds (cos, sin)(delta theta_i) for token delta of the slice and rotary pair i.
+template <int KS>
+__device__ __forceinline__ uint32_t t_fragment_word(const float* inv_freq, int idx) {
+  const int r = idx & 3, ln = (idx >> 2) & 31, s = (idx >> 7) % KS, sl4 = idx / (128 * KS);
+  const int delta = 16 * sl4 + (ln >> 2) + 8 * (r & 1), i = 8 * s + (ln & 3) + 4 * (r >> 1);
+  float sn, cs;
+  sincosf(__fmul_rn((float)delta, inv_freq[i]), &sn, &cs);
+  return pack_half2(cs, sn);
+}
+constexpr int kCbChunks = 256 * 8;  // 16-byte chunks of one codebook's shared-memory copies
+
 template <int D, int VAR>
 __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArgs a) {
   using C = Cfg<D, VAR>;
@@ -291,23 +316,35 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
   float* wm = reinterpret_cast<float*>(smem + C::WML);
   float* wl = wm + NWARP * kHeadsPerCta;
 
-  // ---- setup: q, H q, codebook copies, fragments ----
+  // ---- setup: page table, q, H q, codebook copies, fragments ----
+  int64_t* pt_s = reinterpret_cast<int64_t*>(smem + C::PT);
+  const bool pt_cached = w1 - w0 <= C::PT_CAP;
+  if (pt_cached)
+    for (int idx = tid; idx < w1 - w0; idx += kThreads) pt_s[idx] = sq.page_off[w0 + idx];
+  // arena offset of window w's page (w0 <= w < w1)
+  auto page_of = [&](int w) -> int64_t { return pt_cached ? pt_s[w - w0] : sq.page_off[w]; };
   for (int idx = tid; idx < kHeadsPerCta * D; idx += kThreads) {
     const int n = idx / D;
     qf[idx] = n < nh ? a.q[((size_t)q_row * a.n_heads + head0 + n) * D + idx % D] : 0.0f;
   }
   if (quant) {
-    const float* cbg = kv_bits == 1 ? a.cb1 : a.cb2;
-    for (int e = tid; e < 256 * 8; e += kThreads) {
-      const int c = e >> 3, r = e & 7;
-      const float4 u = reinterpret_cast<const float4*>(cbg + c * kSub)[0];
-      const float4 v = reinterpret_cast<const float4*>(cbg + c * kSub)[1];
-      uint4 h;
-      h.x = pack_half2(u.x, u.y);
-      h.y = pack_half2(u.z, u.w);
-      h.z = pack_half2(v.x, v.y);
-      h.w = pack_half2(v.z, v.w);
-      *reinterpret_cast<uint4*>(smem + C::CB + c * 128 + r * 16) = h;
+    // AB of heads >= nh stays zero in every prep record (prep writes heads < nh only), so the
+    // unused score columns are finite (zero) rather than masked.
+    for (int idx = tid; idx < C::NWQ_CAP * C::AB_WORDS; idx += kThreads)
+      reinterpret_cast<uint32_t*>(smem + C::PREPS + (idx / C::AB_WORDS) * C::PREP + C::P_AB)[idx % C::AB_WORDS] = 0u;
+    if (a.tables) {  // precomputed (launch_decode_attention_tables): plain copies
+      const uint8_t* src = a.tables + (kv_bits == 1 ? 0 : kCbChunks * 16);
+      for (int e = tid; e < kCbChunks; e += kThreads) cp_async16(smem_addr(smem + C::CB + e * 16), src + e * 16);
+      if constexpr (V::FSM) {
+        src = a.tables + 2 * kCbChunks * 16;
+        for (int e = tid; e < 4 * KS * 32; e += kThreads) cp_async16(smem_addr(smem + C::TF + e * 16), src + e * 16);
+      }
+      cp_async_commit();
+      cp_async_wait<0>();
+    } else {
+      const float* cbg = kv_bits == 1 ? a.cb1 : a.cb2;
+      for (int e = tid; e < kCbChunks; e += kThreads)
+        *reinterpret_cast<uint4*>(smem + C::CB + e * 16) = codebook_chunk(cbg, e);
     }
   }
   __syncthreads();
@@ -350,14 +387,9 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
         hq_s[idx] = make_uint2(pack_half2(qh[g * D + c], qh[g * D + c + 1]), pack_half2(qh[g * D + c + 8], qh[g * D + c + 9]));
       }
     }
-    if (quant) {
-      for (int idx = tid; idx < 4 * KS * 32 * 4; idx += kThreads) {
-        const int r = idx & 3, ln = (idx >> 2) & 31, s = (idx >> 7) % KS, sl4 = idx / (128 * KS);
-        const int delta = 16 * sl4 + (ln >> 2) + 8 * (r & 1), i = 8 * s + (ln & 3) + 4 * (r >> 1);
-        float sn, cs;
-        sincosf(__fmul_rn((float)delta, a.inv_freq[i]), &sn, &cs);
-        reinterpret_cast<uint32_t*>(tf_s)[idx] = pack_half2(cs, sn);
-      }
+    if (quant && !a.tables) {
+      for (int idx = tid; idx < 4 * KS * 32 * 4; idx += kThreads)
+        reinterpret_cast<uint32_t*>(tf_s)[idx] = t_fragment_word<KS>(a.inv_freq, idx);
     }
   }
   if constexpr (!V::HQ_SM) {
@@ -401,12 +433,12 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
         for (int idx = tid; idx < total; idx += kThreads) {
           const int wi = (int)mul_hi((uint32_t)idx, chunk_magic);
           const int ch = idx - wi * chunks;
-          cp_async16(dst0 + wi * 2 * bb + ch * 16, a.arena + sq.page_off[ws + wi] + blk_off + ch * 16);
+          cp_async16(dst0 + wi * 2 * bb + ch * 16, a.arena + page_of(ws + wi) + blk_off + ch * 16);
         }
       } else {
         const int w = w0 + nqs + (i - n_qst);
         const int n_valid = min(kWindow, n_ctx - w * kWindow);
-        const uint8_t* page = a.arena + sq.page_off[w] + f16_off;
+        const uint8_t* page = a.arena + page_of(w) + f16_off;
         constexpr int CH = D / 8;  // 16-byte chunks per row
         for (int idx = tid; idx < 2 * kWindow * CH; idx += kThreads) {
           const int part = idx / (kWindow * CH), t = (idx / CH) % kWindow, ch = idx % CH;
@@ -434,17 +466,18 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
       const int ws = w0 + i * nwq, nw = min(nwq, nqs - i * nwq);
       // prep (one pass, one barrier): per token (s1, s1*s2') of K and V; per window and rotary
       // pair the mean coefficients A_i, B_i of every head (o' = RoPE(o^K, pos0)); o^V.
-      for (int idx = tid; idx < nw * kWindow; idx += kThreads) {
-        const int wi = idx >> 6, t = idx & 63;
-        uint8_t* rec = smem + C::PREPS + wi * C::PREP;
-#pragma unroll
-        for (int part = 0; part < 2; part++) {
-          const uint8_t* blk = buf + wi * 2 * bb + part * bb;
-          const float mn = half_at(blk + L.s1meta), st = half_at(blk + L.s1meta + 2);
-          const int code = (blk[L.s1q + (t >> 1)] >> ((t & 1) * 4)) & 15;
-          const float s1 = fmaxf(u4_value(mn, st, code), kS1EpsDev);
-          reinterpret_cast<float2*>(rec + (part ? C::P_S1V : C::P_S1K))[t] = make_float2(s1, s1 * half_at(blk + L.s2 + 2 * t));
-        }
+      // Keys' (s1, s1 s2') carry the softmax scale (log2 units) already.
+      for (int idx = tid; idx < nw * kWindow; idx += kThreads) {  // (window, K|V, token pair)
+        const int wi = idx >> 6, part = (idx >> 5) & 1, tp = idx & 31;
+        const uint8_t* blk = buf + wi * 2 * bb + part * bb;
+        const float2 meta = unpack_half2(*reinterpret_cast<const uint32_t*>(blk + L.s1meta));  // min, step
+        const float2 s2 = unpack_half2(*reinterpret_cast<const uint32_t*>(blk + L.s2 + 4 * tp));
+        const int codes = blk[L.s1q + tp];
+        const float f = part ? 1.0f : a.scale_log2;
+        const float s1a = fmaxf(u4_value(meta.x, meta.y, codes & 15), kS1EpsDev);
+        const float s1b = fmaxf(u4_value(meta.x, meta.y, codes >> 4), kS1EpsDev);
+        reinterpret_cast<float4*>(smem + C::PREPS + wi * C::PREP + (part ? C::P_S1V : C::P_S1K))[tp] =
+            make_float4(s1a * f, s1a * s2.x * f, s1b * f, s1b * s2.y * f);
       }
       // This thread's rotary pair ii is fixed (kThreads % H == 0); its windows are kThreads/H
       // apart, so after one sincosf the rotation to each next window start is a complex product.
@@ -497,6 +530,9 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
       const int tA = 16 * sl + gr, tB = tA + 8;
       const int tokK = 16 * sl + (lane & 7) + 8 * ((lane >> 3) & 1), pK = lane >> 4;
       const int tokV = 16 * sl + 8 * (lane >> 4) + (lane & 7), pV = (lane >> 3) & 1;
+      // byte selectors (PRMT) of this lane's code in a code word: even / odd sub-vector pair
+      const uint32_t selK[2] = {byte_selector(pK), byte_selector(2 + pK)};
+      const uint32_t selV[2] = {byte_selector(pV), byte_selector(2 + pV)};
       // scores (log2 units) of window wi's 16 tokens x 8 heads
       auto qk = [&](int wi, float (&sc)[4]) {
         const uint8_t* kb = buf + wi * 2 * bb;
@@ -520,8 +556,7 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
 #pragma unroll
           for (int s = 0; s < KS; s++) {
             uint32_t fa[4];
-            const uint32_t code = (cw[s >> 1] >> ((2 * (s & 1) + pK) * 8)) & 0xffu;
-            ldmatrix_x4(fa, cb_lane + code * 128);
+            ldmatrix_x4(fa, cb_lane + byte_sel(cw[s >> 1], selK[s & 1]) * 128);
             if (kv_bits == 2) {
               fa[0] ^= sign_mask(sa[s >> 1], 2 * (s & 1));
               fa[1] ^= sign_mask(sb[s >> 1], 2 * (s & 1));
@@ -547,12 +582,11 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
         }
         const float2* s1k = reinterpret_cast<const float2*>(rec + C::P_S1K);
         const float2 kA = s1k[tA], kB = s1k[tB];  // (s1, s1 s2')
-        sc[0] = (kA.y * (xc[0][0] + xc[1][0]) + kA.x * (yc[0][0] + yc[1][0])) * a.scale_log2;
-        sc[1] = (kA.y * (xc[0][1] + xc[1][1]) + kA.x * (yc[0][1] + yc[1][1])) * a.scale_log2;
-        sc[2] = (kB.y * (xc[0][2] + xc[1][2]) + kB.x * (yc[0][2] + yc[1][2])) * a.scale_log2;
-        sc[3] = (kB.y * (xc[0][3] + xc[1][3]) + kB.x * (yc[0][3] + yc[1][3])) * a.scale_log2;
-        if (2 * tq >= nh) sc[0] = sc[2] = -INFINITY;
-        if (2 * tq + 1 >= nh) sc[1] = sc[3] = -INFINITY;
+        // Head columns >= nh hold zeros (q and AB are zero there): finite scores, never written.
+        sc[0] = kA.y * (xc[0][0] + xc[1][0]) + kA.x * (yc[0][0] + yc[1][0]);
+        sc[1] = kA.y * (xc[0][1] + xc[1][1]) + kA.x * (yc[0][1] + yc[1][1]);
+        sc[2] = kB.y * (xc[0][2] + xc[1][2]) + kB.x * (yc[0][2] + yc[1][2]);
+        sc[3] = kB.y * (xc[0][3] + xc[1][3]) + kB.x * (yc[0][3] + yc[1][3]);
       };
       // values of window wi with probabilities sc: code part on tensor cores (Hadamard basis),
       // mean part (sum p s1) o^V (original basis)
@@ -589,8 +623,7 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
 #pragma unroll
         for (int m = 0; m < KS; m++) {
           uint32_t fa[4];
-          const uint32_t code = (cw[m >> 1] >> ((2 * (m & 1) + pV) * 8)) & 0xffu;
-          ldmatrix_x4_trans(fa, cb_lane + code * 128);
+          ldmatrix_x4_trans(fa, cb_lane + byte_sel(cw[m >> 1], selV[m & 1]) * 128);
           if (kv_bits == 2) {
             const int b0 = 2 * (m & 1);  // byte of sub-vector 2m in its word; 2m+1 is b0+1
             fa[0] ^= sign_mask(r01[m >> 1], b0);
@@ -658,8 +691,6 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
         for (int e = 0; e < 4; e++) sc[0][e] = ((xc[0][e] + xc[2][e]) + (xc[1][e] + xc[3][e])) * a.scale_log2;
         if (tA >= n_valid) sc[0][0] = sc[0][1] = -INFINITY;
         if (tB >= n_valid) sc[0][2] = sc[0][3] = -INFINITY;
-        if (2 * tq >= nh) sc[0][0] = sc[0][2] = -INFINITY;
-        if (2 * tq + 1 >= nh) sc[0][1] = sc[0][3] = -INFINITY;
         softmax_step<D, 1>(sc, m_run, l_run, acc, acc_o);
         const uint32_t pb0 = movmatrix_trans(pack_half2(sc[0][0], sc[0][1]));
         const uint32_t pb1 = movmatrix_trans(pack_half2(sc[0][2], sc[0][3]));
@@ -725,6 +756,17 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
       }
     }
   }
+}
+
+// The precomputed tables (decode_attention_tables_bytes): both codebooks' shared-memory copies,
+// then the T fragments, built with the same functions as the kernel's own fallback.
+template <int D>
+__global__ void attn_tables_kernel(const float* cb1, const float* cb2, const float* inv_freq, uint8_t* dst) {
+  constexpr int KS = D / 16;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  uint4* chunks = reinterpret_cast<uint4*>(dst);
+  if (i < 2 * kCbChunks) chunks[i] = codebook_chunk(i < kCbChunks ? cb1 : cb2, i % kCbChunks);
+  if (i < 4 * KS * 32 * 4) reinterpret_cast<uint32_t*>(dst + 2 * kCbChunks * 16)[i] = t_fragment_word<KS>(inv_freq, i);
 }
 
 // One block per (head, sequence): out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M).
@@ -902,6 +944,34 @@ nsn_status launch_attn_reduce(const DecodeAttnArgs& a, const DecodePlan& p, cuda
 }
 
 }  // namespace gpu
+
+size_t decode_attention_tables_bytes(int head_dim) {
+  if (head_dim != 64 && head_dim != 128 && head_dim != 256) return 0;
+  return (size_t)2 * gpu::kCbChunks * 16 + (size_t)4 * (head_dim / 16) * 32 * 16;
+}
+
+nsn_status launch_decode_attention_tables(const KvGeometry& g, uint8_t* dst, cudaStream_t stream) {
+  const size_t bytes = decode_attention_tables_bytes(g.head_dim);
+  if (!bytes) return set_error(NSN_E_UNSUPPORTED, "decode_attention_tables: head_dim %d", g.head_dim);
+  if (!dst || !g.codebook1 || !g.codebook2 || !g.inv_freq || ((uintptr_t)dst & 15))
+    return set_error(NSN_E_INVALID, "decode_attention_tables: null or misaligned pointer");
+  const int n = (int)std::max<size_t>(2 * gpu::kCbChunks, 4 * (g.head_dim / 16) * 32 * 4);
+  const dim3 grid((n + 255) / 256);
+  switch (g.head_dim) {
+    case 64:
+      NSN_LAUNCH(gpu::attn_tables_kernel<64>, grid, 256, 0, stream, g.codebook1, g.codebook2, g.inv_freq, dst);
+      break;
+    case 128:
+      NSN_LAUNCH(gpu::attn_tables_kernel<128>, grid, 256, 0, stream, g.codebook1, g.codebook2, g.inv_freq, dst);
+      break;
+    default:
+      NSN_LAUNCH(gpu::attn_tables_kernel<256>, grid, 256, 0, stream, g.codebook1, g.codebook2, g.inv_freq, dst);
+      break;
+  }
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return set_error(NSN_E_BACKEND, "decode_attention_tables launch: %s", cudaGetErrorString(e));
+  return NSN_OK;
+}
 
 size_t decode_attention_workspace(const KvGeometry& g, int n_seqs, int max_ctx) {
   const gpu::DecodePlan p = gpu::plan_decode(g, n_seqs, max_ctx);

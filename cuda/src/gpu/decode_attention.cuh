@@ -52,6 +52,7 @@ struct AttnKernelArgs {
   const float* inv_freq;
   const float* cb1;
   const float* cb2;
+  const uint8_t* tables;  // precomputed shared-memory tables (null: built per block)
   int n_heads, n_kv_heads, group, hgroups, layer, n_splits, method, ablation;
   float scale_log2;  // softmax scale in log2 units
 };
@@ -67,6 +68,7 @@ inline AttnKernelArgs attn_kernel_args(const DecodeAttnArgs& a, const DecodePlan
   k.inv_freq = a.g.inv_freq;
   k.cb1 = a.g.codebook1;
   k.cb2 = a.g.codebook2;
+  k.tables = a.g.attn_tables;
   k.n_heads = a.g.n_heads;
   k.n_kv_heads = a.g.n_kv_heads;
   k.group = p.group;

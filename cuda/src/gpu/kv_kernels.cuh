@@ -20,7 +20,17 @@ struct KvGeometry {
   const float* inv_freq;     // device [head_dim/2] (llama3 scaling applied)
   const float* codebook1;    // device [256][8]
   const float* codebook2;    // device [256][8]
+  const uint8_t* attn_tables;  // device, optional: decode attention's constant shared-memory
+                               // tables (launch_decode_attention_tables); null: every thread
+                               // block of the attention kernel builds them itself
 };
+
+// Bytes of the decode-attention tables for head_dim (0 when unsupported): the fp16 codebooks in
+// the kernel's bank-conflict-free layout and the cos/sin(delta theta) fragments of the mean term.
+size_t decode_attention_tables_bytes(int head_dim);
+// Fills dst (device, 16-byte aligned, decode_attention_tables_bytes long) from g's codebooks
+// and inv_freq. Set g.attn_tables = dst afterwards; the attention result is the same.
+nsn_status launch_decode_attention_tables(const KvGeometry& g, uint8_t* dst, cudaStream_t stream);
 
 // Encode one completed window: src is an fp16 page (format KV_F16, keys post-RoPE) of which
 // the given layer's blocks are read; dst is the quantized page. Keys are un-rotated to

@@ -146,6 +146,15 @@ __device__ __forceinline__ uint32_t byte_of(uint32_t w, int k) {
   return __byte_perm(w, 0u, 0x4440u | (uint32_t)k);
 #endif
 }
+// The same with the selector in a register: sel = byte_selector(k), computed once per lane.
+__device__ __forceinline__ uint32_t byte_selector(int k) { return 0x4440u | (uint32_t)k; }
+__device__ __forceinline__ uint32_t byte_sel(uint32_t w, uint32_t sel) {
+#ifdef NSN_EMU
+  return (w >> (8 * (sel & 3u))) & 0xffu;
+#else
+  return __byte_perm(w, 0u, sel);
+#endif
+}
 // 2^x with one MUFU.EX2 (ex2.approx.ftz: ~2 ulp, results below 2^-126 flush to 0). For softmax
 // weights 2^(s - max) <= 1, where a flushed denormal is as good as the exact tiny value.
 __device__ __forceinline__ float fast_exp2(float x) {

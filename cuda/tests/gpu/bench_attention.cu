@@ -122,6 +122,13 @@ int main(int argc, char** argv) {
   g.inv_freq = d_inv;
   g.codebook1 = d_cb1;
   g.codebook2 = d_cb2;
+  uint8_t* d_tables = nullptr;  // the precomputed attention tables, as the backend sets them
+  CK(cudaMalloc(&d_tables, decode_attention_tables_bytes(D)));
+  if (launch_decode_attention_tables(g, d_tables, 0) != NSN_OK) {
+    fprintf(stderr, "decode_attention_tables: %s\n", nsn_last_error());
+    return 1;
+  }
+  g.attn_tables = d_tables;
 
   std::vector<Result> results;
   std::vector<int> ctxs = quick ? std::vector<int>{4096, 32768} : std::vector<int>{1024, 4096, 16384, 32768, 131072};

@@ -73,6 +73,7 @@ struct Tables {
   float theta;
   std::vector<float> inv_freq;
   float *d_inv_freq = nullptr, *d_cb1 = nullptr, *d_cb2 = nullptr;
+  uint8_t* d_attn_tables = nullptr;  // decode attention's precomputed tables
   explicit Tables(int d_, float theta_ = 500000.0f) : d(d_), theta(theta_), inv_freq(d_ / 2) {
     nsn_model_config c{};
     c.head_dim = d;
@@ -84,13 +85,21 @@ struct Tables {
     CK(cudaMemcpy(d_inv_freq, inv_freq.data(), 4 * (d / 2), cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_cb1, kCodebook1, 4 * 2048, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_cb2, kCodebook2, 4 * 2048, cudaMemcpyHostToDevice));
+    if (const size_t tb = decode_attention_tables_bytes(d)) {
+      CK(cudaMalloc(&d_attn_tables, tb));
+      NK(launch_decode_attention_tables(geo(1, 1, 1, NSN_QUANT_NSN, 0, false), d_attn_tables, 0));
+      CK(cudaDeviceSynchronize());
+    }
   }
   ~Tables() {
+    cudaFree(d_attn_tables);
     cudaFree(d_inv_freq);
     cudaFree(d_cb1);
     cudaFree(d_cb2);
   }
-  KvGeometry geo(int n_layers, int n_heads, int n_kv, int method, int ablation) const {
+  // with_tables: the precomputed attention tables (the backend's configuration), else none
+  // (every attention block builds them itself).
+  KvGeometry geo(int n_layers, int n_heads, int n_kv, int method, int ablation, bool with_tables = true) const {
     KvGeometry g{};
     g.n_layers = n_layers;
     g.n_heads = n_heads;
@@ -101,6 +110,7 @@ struct Tables {
     g.inv_freq = d_inv_freq;
     g.codebook1 = d_cb1;
     g.codebook2 = d_cb2;
+    g.attn_tables = with_tables ? d_attn_tables : nullptr;
     return g;
   }
 };
@@ -379,13 +389,17 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
   }
   CK(cudaMemcpy(d_seqs, seqs.data(), sizeof(DecodeSeq) * n_seqs, cudaMemcpyHostToDevice));
   // The fast kernel runs once per selected variant (g_variants; head_dim 256 only has v0).
+  // One more pass of the first variant without the precomputed tables (blocks build them).
   std::vector<int> vlist = kernel == FAST ? g_variants : std::vector<int>{-1};
   if (kernel == FAST && d > 128) vlist = {0};
-  for (int var : vlist) {
+  const int n_pass = (int)vlist.size() + (kernel == FAST ? 1 : 0);
+  for (int pass = 0; pass < n_pass; pass++) {
+  const int var = vlist[pass % vlist.size()];
+  const bool tables = pass < (int)vlist.size();
   if (var >= 0) gpu::set_decode_attention_variant(var);
   CK(cudaMemset(d_out, 0xFF, 2 * q.size()));
   DecodeAttnArgs a{};
-  a.g = tb.geo(n_layers, n_heads, n_kv, method, 0);
+  a.g = tb.geo(n_layers, n_heads, n_kv, method, 0, tables);
   a.arena = d_arena;
   a.layer = layer;
   a.q = d_q;
@@ -433,8 +447,8 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
     }
   }
   const int splits = gpu::plan_decode(a.g, n_seqs, max_ctx).n_splits;
-  char kname[8];
-  snprintf(kname, sizeof kname, var >= 0 ? "fast%d" : "ref  ", var);
+  char kname[16];
+  snprintf(kname, sizeof kname, var >= 0 ? (tables ? "fast%d  " : "fast%d-nt") : "ref    ", var);
   check(!nan && worst < tol, "attn %s d=%3d gqa %2d:1 kv=%d %-28s splits=%2d: max row err/rms %.2e (tol %.0e)%s",
         kname, d, group, n_kv, label, splits, worst, tol, nan ? " NaN!" : "");
   }
