@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <type_traits>
 
 #include "../backend.h"
 #include "../kv_layout.h"
@@ -205,14 +206,17 @@ __device__ __forceinline__ void softmax_step(float (&s)[P][4], float (&m)[2], fl
     mx1 = fmaxf(mx1, __shfl_xor_sync(kFull, mx1, o));
   }
   const float n0 = fmaxf(m[0], mx0), n1 = fmaxf(m[1], mx1);
-  const bool dead0 = n0 == -INFINITY, dead1 = n1 == -INFINITY;
-  const float a0 = dead0 ? 1.0f : fast_exp2(m[0] - n0), a1 = dead1 ? 1.0f : fast_exp2(m[1] - n1);
+  // n0, n1 are finite: every step has a finite score per head column (quantized windows have
+  // no masked tokens and unused head columns score 0; an fp16 slice starts with a valid token;
+  // the second window slot of a pair is -inf only next to a real first one). The first step's
+  // m = -inf gives a = 2^-inf = 0 (acc and l are still zero).
+  const float a0 = fast_exp2(m[0] - n0), a1 = fast_exp2(m[1] - n1);
 #pragma unroll
   for (int p = 0; p < P; p++) {
-    s[p][0] = dead0 ? 0.0f : fast_exp2(s[p][0] - n0);
-    s[p][2] = dead0 ? 0.0f : fast_exp2(s[p][2] - n0);
-    s[p][1] = dead1 ? 0.0f : fast_exp2(s[p][1] - n1);
-    s[p][3] = dead1 ? 0.0f : fast_exp2(s[p][3] - n1);
+    s[p][0] = fast_exp2(s[p][0] - n0);
+    s[p][2] = fast_exp2(s[p][2] - n0);
+    s[p][1] = fast_exp2(s[p][1] - n1);
+    s[p][3] = fast_exp2(s[p][3] - n1);
   }
   if (__any_sync(kFull, a0 != 1.0f || a1 != 1.0f)) {
 #pragma unroll
@@ -533,136 +537,147 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
       // byte selectors (PRMT) of this lane's code in a code word: even / odd sub-vector pair
       const uint32_t selK[2] = {byte_selector(pK), byte_selector(2 + pK)};
       const uint32_t selV[2] = {byte_selector(pV), byte_selector(2 + pV)};
-      // scores (log2 units) of window wi's 16 tokens x 8 heads
-      auto qk = [&](int wi, float (&sc)[4]) {
-        const uint8_t* kb = buf + wi * 2 * bb;
-        const uint8_t* rec = smem + C::PREPS + wi * C::PREP;
-        // two accumulator chains each for the code and the mean part (shorter latency)
-        float xc[2][4] = {}, yc[2][4] = {};
-        {
-          uint32_t cw[E];
-          load_row_words<D>(kb + L.codes + tokK * NS, cw);
-          uint32_t sa[E], sb[E];
-          if (kv_bits == 2) {
-            load_row_words<D>(kb + L.signs + tA * NS, sa);
-            load_row_words<D>(kb + L.signs + tB * NS, sb);
-#pragma unroll
-            for (int k = 0; k < E; k++) {
-              sa[k] = sign_word_k(sa[k], tq);
-              sb[k] = sign_word_k(sb[k], tq);
+      // The window loop is compiled once per code width (TWO: 2-bit, with signs), so that each
+      // k-loop below is straight-line code the scheduler can interleave (a run-time kv_bits
+      // test per k-step split it into 20 basic blocks).
+      auto windows = [&](auto two_bits) {
+        constexpr bool TWO = decltype(two_bits)::value;
+        // scores (log2 units) of window wi's 16 tokens x 8 heads
+        auto qk = [&](int wi, float (&sc)[4]) {
+          const uint8_t* kb = buf + wi * 2 * bb;
+          const uint8_t* rec = smem + C::PREPS + wi * C::PREP;
+          // two accumulator chains each for the code and the mean part (shorter latency)
+          float xc[2][4] = {}, yc[2][4] = {};
+          {
+            uint32_t cw[E];
+            load_row_words<D>(kb + L.codes + tokK * NS, cw);
+            uint32_t sa[E], sb[E];
+            if constexpr (TWO) {
+              load_row_words<D>(kb + L.signs + tA * NS, sa);
+              load_row_words<D>(kb + L.signs + tB * NS, sb);
+  #pragma unroll
+              for (int k = 0; k < E; k++) {
+                sa[k] = sign_word_k(sa[k], tq);
+                sb[k] = sign_word_k(sb[k], tq);
+              }
             }
-          }
-          const uint32_t* abr = reinterpret_cast<const uint32_t*>(rec + C::P_AB) + (gr * 4 + tq) * C::ABW;
-#pragma unroll
-          for (int s = 0; s < KS; s++) {
-            uint32_t fa[4];
-            ldmatrix_x4(fa, cb_lane + byte_sel(cw[s >> 1], selK[s & 1]) * 128);
-            if (kv_bits == 2) {
-              fa[0] ^= sign_mask(sa[s >> 1], 2 * (s & 1));
-              fa[1] ^= sign_mask(sb[s >> 1], 2 * (s & 1));
-              fa[2] ^= sign_mask(sa[s >> 1], 2 * (s & 1) + 1);
-              fa[3] ^= sign_mask(sb[s >> 1], 2 * (s & 1) + 1);
-            }
-            const uint2 abw = *reinterpret_cast<const uint2*>(abr + 2 * s);
-            if constexpr (V::FSM) {
-              const uint4 t4 = tf_s[(sl * KS + s) * 32 + lane];
-              const uint32_t tt[4] = {t4.x, t4.y, t4.z, t4.w};
-              if constexpr (V::HQ_SM) {
-                const uint2 hq = hq_s[s * 32 + lane];
-                mma_16816(xc[s & 1], fa, hq.x, hq.y);
+            const uint32_t* abr = reinterpret_cast<const uint32_t*>(rec + C::P_AB) + (gr * 4 + tq) * C::ABW;
+  #pragma unroll
+            for (int s = 0; s < KS; s++) {
+              uint32_t fa[4];
+              ldmatrix_x4(fa, cb_lane + byte_sel(cw[s >> 1], selK[s & 1]) * 128);
+              if constexpr (TWO) {
+                fa[0] ^= sign_mask(sa[s >> 1], 2 * (s & 1));
+                fa[1] ^= sign_mask(sb[s >> 1], 2 * (s & 1));
+                fa[2] ^= sign_mask(sa[s >> 1], 2 * (s & 1) + 1);
+                fa[3] ^= sign_mask(sb[s >> 1], 2 * (s & 1) + 1);
+              }
+              const uint2 abw = *reinterpret_cast<const uint2*>(abr + 2 * s);
+              if constexpr (V::FSM) {
+                const uint4 t4 = tf_s[(sl * KS + s) * 32 + lane];
+                const uint32_t tt[4] = {t4.x, t4.y, t4.z, t4.w};
+                if constexpr (V::HQ_SM) {
+                  const uint2 hq = hq_s[s * 32 + lane];
+                  mma_16816(xc[s & 1], fa, hq.x, hq.y);
+                } else {
+                  mma_16816(xc[s & 1], fa, qhf[s][0], qhf[s][1]);
+                }
+                mma_16816(yc[s & 1], tt, abw.x, abw.y);
               } else {
                 mma_16816(xc[s & 1], fa, qhf[s][0], qhf[s][1]);
+                mma_16816(yc[s & 1], tf[s], abw.x, abw.y);
               }
-              mma_16816(yc[s & 1], tt, abw.x, abw.y);
-            } else {
-              mma_16816(xc[s & 1], fa, qhf[s][0], qhf[s][1]);
-              mma_16816(yc[s & 1], tf[s], abw.x, abw.y);
             }
           }
-        }
-        const float2* s1k = reinterpret_cast<const float2*>(rec + C::P_S1K);
-        const float2 kA = s1k[tA], kB = s1k[tB];  // (s1, s1 s2')
-        // Head columns >= nh hold zeros (q and AB are zero there): finite scores, never written.
-        sc[0] = kA.y * (xc[0][0] + xc[1][0]) + kA.x * (yc[0][0] + yc[1][0]);
-        sc[1] = kA.y * (xc[0][1] + xc[1][1]) + kA.x * (yc[0][1] + yc[1][1]);
-        sc[2] = kB.y * (xc[0][2] + xc[1][2]) + kB.x * (yc[0][2] + yc[1][2]);
-        sc[3] = kB.y * (xc[0][3] + xc[1][3]) + kB.x * (yc[0][3] + yc[1][3]);
-      };
-      // values of window wi with probabilities sc: code part on tensor cores (Hadamard basis),
-      // mean part (sum p s1) o^V (original basis)
-      auto pv = [&](int wi, const float (&sc)[4]) {
-        const uint8_t* vb = buf + wi * 2 * bb + bb;
-        const uint8_t* rec = smem + C::PREPS + wi * C::PREP;
-        const float2* s1v = reinterpret_cast<const float2*>(rec + C::P_S1V);
-        const float2 vA = s1v[tA], vB = s1v[tB];
-        const uint32_t pb0 = movmatrix_trans(pack_half2(sc[0] * vA.y, sc[1] * vA.y));
-        const uint32_t pb1 = movmatrix_trans(pack_half2(sc[2] * vB.y, sc[3] * vB.y));
-        float mw0 = sc[0] * vA.x + sc[2] * vB.x, mw1 = sc[1] * vA.x + sc[3] * vB.x;
-#pragma unroll
-        for (int o = 4; o <= 16; o <<= 1) {
-          mw0 += __shfl_xor_sync(kFull, mw0, o);
-          mw1 += __shfl_xor_sync(kFull, mw1, o);
-        }
-        uint32_t cw[E];
-        load_row_words<D>(vb + L.codes + tokV * NS, cw);
-        uint32_t r01[E], r23[E];  // tokens 2tq / 2tq+1 and 2tq+8 / 2tq+9 of the slice
-        if (kv_bits == 2) {
-          const uint8_t* sg = vb + L.signs + (16 * sl + 2 * tq) * NS;
-          uint32_t r0[E], r1[E], r2[E], r3[E];
-          load_row_words<D>(sg, r0);
-          load_row_words<D>(sg + NS, r1);
-          load_row_words<D>(sg + 8 * NS, r2);
-          load_row_words<D>(sg + 9 * NS, r3);
-#pragma unroll
-          for (int k = 0; k < E; k++) {
-            r01[k] = sign_word_v(r0[k], r1[k], gr);
-            r23[k] = sign_word_v(r2[k], r3[k], gr);
+          const float2* s1k = reinterpret_cast<const float2*>(rec + C::P_S1K);
+          const float2 kA = s1k[tA], kB = s1k[tB];  // (s1, s1 s2')
+          // Head columns >= nh hold zeros (q and AB are zero there): finite scores, never written.
+          sc[0] = kA.y * (xc[0][0] + xc[1][0]) + kA.x * (yc[0][0] + yc[1][0]);
+          sc[1] = kA.y * (xc[0][1] + xc[1][1]) + kA.x * (yc[0][1] + yc[1][1]);
+          sc[2] = kB.y * (xc[0][2] + xc[1][2]) + kB.x * (yc[0][2] + yc[1][2]);
+          sc[3] = kB.y * (xc[0][3] + xc[1][3]) + kB.x * (yc[0][3] + yc[1][3]);
+        };
+        // values of window wi with probabilities sc: code part on tensor cores (Hadamard basis),
+        // mean part (sum p s1) o^V (original basis)
+        auto pv = [&](int wi, const float (&sc)[4]) {
+          const uint8_t* vb = buf + wi * 2 * bb + bb;
+          const uint8_t* rec = smem + C::PREPS + wi * C::PREP;
+          const float2* s1v = reinterpret_cast<const float2*>(rec + C::P_S1V);
+          const float2 vA = s1v[tA], vB = s1v[tB];
+          const uint32_t pb0 = movmatrix_trans(pack_half2(sc[0] * vA.y, sc[1] * vA.y));
+          const uint32_t pb1 = movmatrix_trans(pack_half2(sc[2] * vB.y, sc[3] * vB.y));
+          float mw0 = sc[0] * vA.x + sc[2] * vB.x, mw1 = sc[1] * vA.x + sc[3] * vB.x;
+  #pragma unroll
+          for (int o = 4; o <= 16; o <<= 1) {
+            mw0 += __shfl_xor_sync(kFull, mw0, o);
+            mw1 += __shfl_xor_sync(kFull, mw1, o);
+          }
+          uint32_t cw[E];
+          load_row_words<D>(vb + L.codes + tokV * NS, cw);
+          uint32_t r01[E], r23[E];  // tokens 2tq / 2tq+1 and 2tq+8 / 2tq+9 of the slice
+          if constexpr (TWO) {
+            const uint8_t* sg = vb + L.signs + (16 * sl + 2 * tq) * NS;
+            uint32_t r0[E], r1[E], r2[E], r3[E];
+            load_row_words<D>(sg, r0);
+            load_row_words<D>(sg + NS, r1);
+            load_row_words<D>(sg + 8 * NS, r2);
+            load_row_words<D>(sg + 9 * NS, r3);
+  #pragma unroll
+            for (int k = 0; k < E; k++) {
+              r01[k] = sign_word_v(r0[k], r1[k], gr);
+              r23[k] = sign_word_v(r2[k], r3[k], gr);
+            }
+          }
+          const float* ov = reinterpret_cast<const float*>(rec + C::P_OV) + gr * KS * 2;
+  #pragma unroll
+          for (int m = 0; m < KS; m++) {
+            uint32_t fa[4];
+            ldmatrix_x4_trans(fa, cb_lane + byte_sel(cw[m >> 1], selV[m & 1]) * 128);
+            if constexpr (TWO) {
+              const int b0 = 2 * (m & 1);  // byte of sub-vector 2m in its word; 2m+1 is b0+1
+              fa[0] ^= sign_mask(r01[m >> 1], b0);
+              fa[1] ^= sign_mask(r01[m >> 1], b0 + 1);
+              fa[2] ^= sign_mask(r23[m >> 1], b0);
+              fa[3] ^= sign_mask(r23[m >> 1], b0 + 1);
+            }
+            mma_16816(acc[m], fa, pb0, pb1);
+            const float2 h = *reinterpret_cast<const float2*>(ov + 2 * m);
+            acc_o[m][0] += mw0 * h.x;
+            acc_o[m][1] += mw1 * h.x;
+            acc_o[m][2] += mw0 * h.y;
+            acc_o[m][3] += mw1 * h.y;
+          }
+        };
+        if constexpr (V::PAIR) {
+          // two windows per step: both QK chains are independent (the scheduler interleaves
+          // them), one softmax step for 32 tokens. An odd last window is computed twice and
+          // masked out of the second slot.
+  #pragma unroll 1
+          for (int wi = grp; wi < nw; wi += 2 * NG) {
+            const bool two = wi + NG < nw;
+            const int wj = two ? wi + NG : wi;
+            float sc[2][4];
+            qk(wi, sc[0]);
+            qk(wj, sc[1]);
+            if (!two) sc[1][0] = sc[1][1] = sc[1][2] = sc[1][3] = -INFINITY;
+            softmax_step<D, 2>(sc, m_run, l_run, acc, acc_o);
+            pv(wi, sc[0]);
+            if (two) pv(wj, sc[1]);
+          }
+        } else {
+  #pragma unroll 1
+          for (int wi = grp; wi < nw; wi += NG) {
+            float sc[1][4];
+            qk(wi, sc[0]);
+            softmax_step<D, 1>(sc, m_run, l_run, acc, acc_o);
+            pv(wi, sc[0]);
           }
         }
-        const float* ov = reinterpret_cast<const float*>(rec + C::P_OV) + gr * KS * 2;
-#pragma unroll
-        for (int m = 0; m < KS; m++) {
-          uint32_t fa[4];
-          ldmatrix_x4_trans(fa, cb_lane + byte_sel(cw[m >> 1], selV[m & 1]) * 128);
-          if (kv_bits == 2) {
-            const int b0 = 2 * (m & 1);  // byte of sub-vector 2m in its word; 2m+1 is b0+1
-            fa[0] ^= sign_mask(r01[m >> 1], b0);
-            fa[1] ^= sign_mask(r01[m >> 1], b0 + 1);
-            fa[2] ^= sign_mask(r23[m >> 1], b0);
-            fa[3] ^= sign_mask(r23[m >> 1], b0 + 1);
-          }
-          mma_16816(acc[m], fa, pb0, pb1);
-          const float2 h = *reinterpret_cast<const float2*>(ov + 2 * m);
-          acc_o[m][0] += mw0 * h.x;
-          acc_o[m][1] += mw1 * h.x;
-          acc_o[m][2] += mw0 * h.y;
-          acc_o[m][3] += mw1 * h.y;
-        }
       };
-      if constexpr (V::PAIR) {
-        // two windows per step: both QK chains are independent (the scheduler interleaves
-        // them), one softmax step for 32 tokens. An odd last window is computed twice and
-        // masked out of the second slot.
-#pragma unroll 1
-        for (int wi = grp; wi < nw; wi += 2 * NG) {
-          const bool two = wi + NG < nw;
-          const int wj = two ? wi + NG : wi;
-          float sc[2][4];
-          qk(wi, sc[0]);
-          qk(wj, sc[1]);
-          if (!two) sc[1][0] = sc[1][1] = sc[1][2] = sc[1][3] = -INFINITY;
-          softmax_step<D, 2>(sc, m_run, l_run, acc, acc_o);
-          pv(wi, sc[0]);
-          if (two) pv(wj, sc[1]);
-        }
+      if (kv_bits == 2) {
+        windows(std::true_type{});
       } else {
-#pragma unroll 1
-        for (int wi = grp; wi < nw; wi += NG) {
-          float sc[1][4];
-          qk(wi, sc[0]);
-          softmax_step<D, 1>(sc, m_run, l_run, acc, acc_o);
-          pv(wi, sc[0]);
-        }
+        windows(std::false_type{});
       }
     } else {
       // ---------------- one fp16 window (the tail, or a kv_bits 16 page) ----------------
@@ -820,7 +835,7 @@ nsn_status launch_fast(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_
 }
 
 // Variant in force: set_decode_attention_variant() if called with v >= 0, else the env var
-// NSN_ATTN_VARIANT (read once; "v2" or "2"), else the default: kDecodeVariantFp16 for launches
+// NSN_ATTN_VARIANT (read once; "v6" or "6"), else the default: kDecodeVariantFp16 for launches
 // whose rows are all fp16, kDecodeVariantDefault otherwise.
 std::atomic<int> g_variant_override{-1};
 

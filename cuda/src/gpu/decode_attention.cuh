@@ -18,9 +18,11 @@ constexpr int kHeadsPerCta = 8;
 // override it with set_decode_attention_variant (-1: back to env / default). head_dim 256 always
 // runs v0. Every variant computes the same result (up to float summation order).
 constexpr int kDecodeVariants = 7;
-constexpr int kDecodeVariantDefault = 1;
-// Default for launches whose rows are all fp16 (measured fastest on fp16 pages on the H200).
-constexpr int kDecodeVariantFp16 = 2;
+// Defaults from the H200 variant table at 32K x 16 (KERNELS.md): v6 is within 5% of the best
+// variant on every page kind (fp16 506 us, NSN-2 413, NSN-1 307); v5 is the fastest on fp16 pages.
+constexpr int kDecodeVariantDefault = 6;
+// Default for launches whose rows are all fp16.
+constexpr int kDecodeVariantFp16 = 5;
 int decode_attention_variant(bool all_fp16 = false);  // the variant a launch would run
 void set_decode_attention_variant(int v);
 const char* decode_attention_variant_name(int v);
