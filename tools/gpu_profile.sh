@@ -38,6 +38,25 @@ echo "test:gpu rc=$?" >>"$OUT/gpu_tests.log"
     done
   done
 } >>"$OUT/profile.log" 2>&1
+if [ "${NCU_STEP:-0}" = 1 ] && command -v ncu >/dev/null; then
+  # per-kernel durations of ~one batch-1 decode step (eager launches; the graph runs the same)
+  NSN_CUDA_GRAPHS=0 ncu --clock-control none --metrics gpu__time_duration.sum --print-units base --launch-skip 3000 \
+    --launch-count 240 --csv $DENO tools/decode_profile.ts --batch 1 --kv-bits ${STEP_BITS:-16} --steps 24 \
+    >"$K/step.csv" 2>&1
+  python3 - "$K/step.csv" >"$OUT/step_kernels.txt" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+hdr = rows[0]; ki = hdr.index("Kernel Name"); vi = hdr.index("Metric Value")
+tot = collections.defaultdict(float); cnt = collections.Counter()
+for r in rows[1:]:
+    name = r[ki].split("(")[0][-60:]
+    tot[name] += float(r[vi].replace(",", "")) / 1e3; cnt[name] += 1
+all_us = sum(tot.values())
+print(f"{len(rows) - 1} kernels, {all_us:.1f} us total (GPU time, serialized by ncu)")
+for n, t in sorted(tot.items(), key=lambda x: -x[1]):
+    print(f"{t:9.1f} us {cnt[n]:4d} x {t / cnt[n]:7.2f} us  {n}")
+PY
+fi
 if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
   for v in $VARIANTS; do
     for bits in 2 1; do
