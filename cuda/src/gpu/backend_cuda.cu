@@ -558,7 +558,10 @@ nsn_status CudaBackend::step(const StepPlan& plan) {
   if (sec_.n_dec) {
     // Sized before any capture (a capture must not allocate).
     const size_t ws = decode_attention_workspace(geo_, sec_.n_dec, sec_.max_ctx);
+    const void* before = dec_ws_.p;
     if (ws) TRY(dec_ws_.ensure(ws, "decode attention workspace"));
+    // A new workspace starts zeroed (split counters); the kernels leave them at zero.
+    if (dec_ws_.p != before) CK(cudaMemsetAsync(dec_ws_.p, 0, dec_ws_.bytes, stream_));
   }
   TRY(graph ? forward_graph(plan) : forward_layers(plan));
   TRY(logits_and_sampling(plan));

@@ -263,6 +263,43 @@ __device__ __forceinline__ uint32_t t_fragment_word(const float* inv_freq, int i
 }
 constexpr int kCbChunks = 256 * 8;  // 16-byte chunks of one codebook's shared-memory copies
 
+// Channel c of one output row from its n_splits partials at rows r0.. of the workspace:
+// sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M). L1-bypassing loads (other blocks wrote them).
+__device__ __forceinline__ float combine_splits(const float* ws_acc, const float* ws_ml, size_t r0, int n_splits,
+                                                int c, int d) {
+  float M = -INFINITY;
+  for (int s = 0; s < n_splits; s++) M = fmaxf(M, load_cg(ws_ml + 2 * (r0 + s)));
+  float Ls = 0.0f, A = 0.0f;
+  for (int s = 0; s < n_splits; s++) {
+    const float ms = load_cg(ws_ml + 2 * (r0 + s));
+    const float f = ms == -INFINITY ? 0.0f : exp2f(ms - M);
+    Ls += load_cg(ws_ml + 2 * (r0 + s) + 1) * f;
+    A += load_cg(ws_acc + (r0 + s) * d + c) * f;
+  }
+  return Ls > 0.0f ? A / Ls : 0.0f;
+}
+
+// Split-KV without a reduce launch: after a block has written its partial, the last of the
+// n_splits blocks of its (sequence, head group) to finish (a counter in the workspace) combines
+// all partials into out and resets the counter. flag: one int of shared memory.
+__device__ __forceinline__ void finish_split(const AttnKernelArgs& a, int seq, int head0, int nh, int q_row,
+                                             int d, int* flag) {
+  thread_fence();  // this block's partial is visible before the counter moves
+  __syncthreads();
+  int* cnt = a.ws_cnt + (size_t)seq * gridDim.y + blockIdx.y;
+  if (threadIdx.x == 0) *flag = atomic_add_int(cnt, 1) == a.n_splits - 1;
+  __syncthreads();
+  if (!*flag) return;
+  thread_fence();
+  for (int idx = threadIdx.x; idx < nh * d; idx += blockDim.x) {
+    const int n = idx / d, c = idx % d;
+    const size_t r0 = ((size_t)seq * a.n_heads + head0 + n) * a.n_splits;
+    a.out[((size_t)q_row * a.n_heads + head0 + n) * d + c] =
+        __float2bfloat16(combine_splits(a.ws_acc, a.ws_ml, r0, a.n_splits, c, d));
+  }
+  if (threadIdx.x == 0) *cnt = 0;
+}
+
 template <int D, int VAR>
 __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArgs a) {
   using C = Cfg<D, VAR>;
@@ -300,6 +337,7 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
         a.ws_ml[2 * r + 1] = 0.0f;
       }
     }
+    finish_split(a, seq, head0, nh, q_row, D, reinterpret_cast<int*>(smem + C::PT));
     return;
   }
 
@@ -771,6 +809,7 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
       }
     }
   }
+  if (a.n_splits > 1) finish_split(a, seq, head0, nh, q_row, D, reinterpret_cast<int*>(smem + C::PT));
 }
 
 // The precomputed tables (decode_attention_tables_bytes): both codebooks' shared-memory copies,
@@ -784,24 +823,15 @@ __global__ void attn_tables_kernel(const float* cb1, const float* cb2, const flo
   if (i < 4 * KS * 32 * 4) reinterpret_cast<uint32_t*>(dst + 2 * kCbChunks * 16)[i] = t_fragment_word<KS>(inv_freq, i);
 }
 
-// One block per (head, sequence): out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M).
+// One block per (head, sequence): the split-KV combine of the reference kernel (the fast kernel
+// combines in its last split block, finish_split).
 __global__ void attn_reduce_kernel(const DecodeSeq* seqs, const float* ws_acc, const float* ws_ml,
                                    int n_heads, int n_splits, int d, __nv_bfloat16* out) {
   const int h = blockIdx.x, seq = blockIdx.y;
   const size_t r0 = ((size_t)seq * n_heads + h) * n_splits;
-  float M = -INFINITY;
-  for (int s = 0; s < n_splits; s++) M = fmaxf(M, ws_ml[2 * (r0 + s)]);
   const int q_row = seqs[seq].q_row;
-  for (int c = threadIdx.x; c < d; c += blockDim.x) {
-    float Ls = 0.0f, A = 0.0f;
-    for (int s = 0; s < n_splits; s++) {
-      const float ms = ws_ml[2 * (r0 + s)];
-      const float f = ms == -INFINITY ? 0.0f : exp2f(ms - M);
-      Ls += ws_ml[2 * (r0 + s) + 1] * f;
-      A += ws_acc[(r0 + s) * d + c] * f;
-    }
-    out[((size_t)q_row * n_heads + h) * d + c] = __float2bfloat16(Ls > 0.0f ? A / Ls : 0.0f);
-  }
+  for (int c = threadIdx.x; c < d; c += blockDim.x)
+    out[((size_t)q_row * n_heads + h) * d + c] = __float2bfloat16(combine_splits(ws_acc, ws_ml, r0, n_splits, c, d));
 }
 
 int sm_count() {
@@ -991,7 +1021,9 @@ nsn_status launch_decode_attention_tables(const KvGeometry& g, uint8_t* dst, cud
 size_t decode_attention_workspace(const KvGeometry& g, int n_seqs, int max_ctx) {
   const gpu::DecodePlan p = gpu::plan_decode(g, n_seqs, max_ctx);
   if (p.n_splits <= 1) return 0;
-  return (gpu::ws_acc_floats(g, n_seqs, p.n_splits) + (size_t)n_seqs * g.n_heads * p.n_splits * 2) * sizeof(float);
+  const size_t counters = (size_t)n_seqs * g.n_kv_heads * p.hgroups;
+  return (gpu::ws_acc_floats(g, n_seqs, p.n_splits) + (size_t)n_seqs * g.n_heads * p.n_splits * 2 + counters) *
+         sizeof(float);
 }
 
 nsn_status launch_decode_attention(const DecodeAttnArgs& a, cudaStream_t stream) {
@@ -1016,8 +1048,7 @@ nsn_status launch_decode_attention(const DecodeAttnArgs& a, cudaStream_t stream)
     default:
       return set_error(NSN_E_UNSUPPORTED, "decode_attention: head_dim %d (supported: 64, 128, 256)", a.g.head_dim);
   }
-  if (st != NSN_OK) return st;
-  return gpu::launch_attn_reduce(a, plan, stream);
+  return st;  // the fast kernel combines split-KV partials itself (finish_split)
 }
 
 }  // namespace nsn

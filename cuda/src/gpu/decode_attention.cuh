@@ -38,7 +38,10 @@ struct DecodePlan {
 DecodePlan plan_decode(const KvGeometry& g, int n_seqs, int max_ctx);
 
 // Workspace layout for n_splits > 1 (floats): acc [n_seqs][n_heads][n_splits][d], then
-// ml [n_seqs][n_heads][n_splits][2] = (running max in log2 units, sum of exp2).
+// ml [n_seqs][n_heads][n_splits][2] = (running max in log2 units, sum of exp2), then int
+// counters [n_seqs][n_kv_heads * hgroups] (the fast kernel's fused reduce: the last split block
+// of a head group combines the partials and resets its counter to 0; so they must be zero
+// when the workspace is first used, see kv_kernels.cuh).
 inline size_t ws_acc_floats(const KvGeometry& g, int n_seqs, int n_splits) {
   return (size_t)n_seqs * g.n_heads * n_splits * g.head_dim;
 }
@@ -51,6 +54,7 @@ struct AttnKernelArgs {
   __nv_bfloat16* out;
   float* ws_acc;  // split partials (null with one split), layout above
   float* ws_ml;
+  int* ws_cnt;    // per (sequence, head group): split blocks done (fused reduce; zero between launches)
   const float* inv_freq;
   const float* cb1;
   const float* cb2;
@@ -67,6 +71,7 @@ inline AttnKernelArgs attn_kernel_args(const DecodeAttnArgs& a, const DecodePlan
   k.out = a.out;
   k.ws_acc = a.workspace;
   k.ws_ml = a.workspace ? a.workspace + ws_acc_floats(a.g, a.n_seqs, p.n_splits) : nullptr;
+  k.ws_cnt = a.workspace ? reinterpret_cast<int*>(k.ws_ml + (size_t)a.n_seqs * a.g.n_heads * p.n_splits * 2) : nullptr;
   k.inv_freq = a.g.inv_freq;
   k.cb1 = a.g.codebook1;
   k.cb2 = a.g.codebook2;

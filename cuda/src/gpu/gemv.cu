@@ -13,7 +13,7 @@
 //    b takes rows b*16 + w, then + gridDim.x*16, ... The prologue (read 2 x K fp32 from L2,
 //    a block reduction, K bf16 to shared memory) is paid by at most 2 blocks per SM instead of
 //    once per 16 rows (QKV of Llama-3-8B: 264 prologues instead of 384; gate/up: 264 instead
-//    of 896), and 2 x 16 warps per SM with 4 x 16-byte loads in flight per lane (64 KB per SM)
+//    of 896), and 2 x 16 warps per SM with 8 x 16-byte loads in flight per lane (128 KB per SM)
 //    are well above what HBM needs to stay busy (Little's law, not measured: 4.8 TB/s x ~0.8 us
 //    / 132 SMs, about 30 KB per SM on an H200). ptxas: 46 / 62 registers (no spills), so a
 //    third 512-thread block would not fit an SM anyway.
@@ -94,7 +94,7 @@ __device__ __forceinline__ void unpack8(const uint4& v, float* f) {
 template <int R, int M, typename XLoad>
 __device__ __forceinline__ void stream_rows(const uint4* const (&wr)[R], int chunks, int lane,
                                             XLoad xload, float (&acc)[R][M]) {
-#pragma unroll 4
+#pragma unroll 8
   for (int c = lane; c < chunks; c += 32) {
     float wf[R][8];
 #pragma unroll

@@ -71,7 +71,8 @@ struct DecodeAttnArgs {
   int32_t n_seqs;
   int32_t max_ctx;           // max n_ctx over seqs (split-KV planning, host value)
   float scale;               // 1/sqrt(head_dim)
-  float* workspace;          // device scratch for split-KV partials
+  float* workspace;          // device scratch for split-KV partials: zero-filled once after
+                             // allocation (the kernels leave their counters at zero)
   size_t workspace_bytes;
   int32_t all_fp16;          // host hint: every row is kv_bits 16 (picks the fp16-fastest variant)
 };

@@ -37,11 +37,14 @@ __global__ void __launch_bounds__(dev::kRmsThreads)
                    out + (size_t)i * hidden, red);
 }
 
-// One block per token. cos/sin of the position are computed once (angle in fp32 like HF, the
-// cosine and sine in double, as rope.h's rope_cos_sin) and shared by every head.
+// Grid (token, slice): a token's work items (the rotary pairs of its q and k heads, then its v
+// elements) are cut into slices of one item per thread, so a decode step with few tokens still
+// spreads over many blocks. cos/sin of the position are computed per block (angle in fp32 like
+// HF, the cosine and sine in double, as rope.h's rope_cos_sin) and shared by its threads.
 __global__ void qkv_rope_append_kernel(QkvRopeArgs a) {
   NSN_DYNAMIC_SMEM(float, cs_sn);  // [d/2] cos, then [d/2] sin
   const int t = blockIdx.x, d = a.head_dim, h2 = d / 2;
+  const int i0 = blockIdx.y * blockDim.x, i1 = i0 + blockDim.x;  // this block's items
   const TokenKv tk = a.tok[t];
   for (int i = threadIdx.x; i < h2; i += blockDim.x) {
     const float angle = (float)tk.pos * a.inv_freq[i];
@@ -60,7 +63,7 @@ __global__ void qkv_rope_append_kernel(QkvRopeArgs a) {
   };
   // q and k: rotate pairs (i, i + d/2) of every head.
   const int n_rot_heads = a.n_heads + a.n_kv_heads;
-  for (int idx = threadIdx.x; idx < n_rot_heads * h2; idx += blockDim.x) {
+  for (int idx = i0 + threadIdx.x; idx < min(i1, n_rot_heads * h2); idx += blockDim.x) {
     const int h = idx / h2, i = idx - h * h2;
     const int col = h * d + i;
     const float x0 = val(col), x1 = val(col + h2);
@@ -79,7 +82,8 @@ __global__ void qkv_rope_append_kernel(QkvRopeArgs a) {
   }
   if (!tk.page) return;
   const int v0 = n_rot_heads * d;
-  for (int idx = threadIdx.x; idx < a.n_kv_heads * d; idx += blockDim.x) {
+  const int j0 = max(i0 - n_rot_heads * h2, 0), j1 = min(i1 - n_rot_heads * h2, a.n_kv_heads * d);
+  for (int idx = j0 + threadIdx.x; idx < j1; idx += blockDim.x) {
     const int h = idx / d, i = idx - h * d;
     __half* vb = (__half*)f16_block(tk.page, tk.layered, a.layer, a.n_kv_heads, d, h, 1) +
                  (size_t)tk.slot * d;
@@ -170,7 +174,10 @@ nsn_status launch_qkv_rope_append(const QkvRopeArgs& a, cudaStream_t stream) {
   if (a.n <= 0) return NSN_OK;
   if (a.head_dim % 16 != 0 || a.head_dim > 256)
     return set_error(NSN_E_UNSUPPORTED, "qkv_rope_append: head_dim %d", a.head_dim);
-  NSN_LAUNCH(qkv_rope_append_kernel, a.n, 256, a.head_dim * sizeof(float), stream, a);
+  constexpr int kThreads = 256;
+  const int items = (a.n_heads + a.n_kv_heads) * (a.head_dim / 2) + a.n_kv_heads * a.head_dim;
+  NSN_LAUNCH(qkv_rope_append_kernel, dim3(a.n, (items + kThreads - 1) / kThreads), kThreads,
+             a.head_dim * sizeof(float), stream, a);
   return check_launch("qkv_rope_append_kernel");
 }
 

@@ -166,6 +166,29 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 #endif
 }
+// Cross-block handoff (split-KV): a fence, a global counter increment, and loads that bypass L1
+// (data other SMs wrote). The emulator runs blocks one after another: plain operations.
+__device__ __forceinline__ void thread_fence() {
+#ifndef NSN_EMU
+  __threadfence();
+#endif
+}
+__device__ __forceinline__ int atomic_add_int(int* p, int v) {
+#ifdef NSN_EMU
+  const int o = *p;
+  *p = o + v;
+  return o;
+#else
+  return atomicAdd(p, v);
+#endif
+}
+__device__ __forceinline__ float load_cg(const float* p) {
+#ifdef NSN_EMU
+  return *p;
+#else
+  return __ldcg(p);
+#endif
+}
 // High 32 bits of the 64-bit product a * b.
 __device__ __forceinline__ uint32_t mul_hi(uint32_t a, uint32_t b) {
 #ifdef NSN_EMU

@@ -203,7 +203,10 @@ int main(int argc, char** argv) {
         a.scale = 1.0f / sqrtf((float)D);
         a.workspace_bytes = decode_attention_workspace(g, batch, ctx);
         float* d_ws = nullptr;
-        if (a.workspace_bytes) CK(cudaMalloc(&d_ws, a.workspace_bytes));
+        if (a.workspace_bytes) {
+          CK(cudaMalloc(&d_ws, a.workspace_bytes));
+          CK(cudaMemset(d_ws, 0, a.workspace_bytes));  // the split counters start at zero
+        }
         a.workspace = d_ws;
         const int splits = gpu::plan_decode(g, batch, ctx).n_splits;
         // reps x (per back-to-back launches between two events): launch gaps stay hidden

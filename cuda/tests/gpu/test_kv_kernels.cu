@@ -409,7 +409,10 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
   a.max_ctx = max_ctx;
   a.scale = scale;
   a.workspace_bytes = decode_attention_workspace(a.g, n_seqs, max_ctx);
-  if (a.workspace_bytes && !d_ws) CK(cudaMalloc(&d_ws, a.workspace_bytes));
+  if (a.workspace_bytes && !d_ws) {
+    CK(cudaMalloc(&d_ws, a.workspace_bytes));
+    CK(cudaMemset(d_ws, 0, a.workspace_bytes));  // the split counters start at zero
+  }
   a.workspace = d_ws;
   NK(kernel == FAST ? launch_decode_attention(a, 0) : gpu::launch_decode_attention_ref(a, 0));
   CK(cudaDeviceSynchronize());
