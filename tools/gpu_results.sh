@@ -9,8 +9,9 @@
 # 2. `deno task test:gpu`: the CUDA backend against the CPU backend and the HF fixtures;
 # 3. the serving benchmark on synthetic:llama-3-8b with 4K-token prompts and 256 output tokens,
 #    per kv_bits, at concurrency 1 and 128.
-# OUT_DIR gets at most 8 files: kernels.md, kernel_tests.log, gpu_tests.log, serve.log,
-# serve_c1.json, serve_c128.json.
+# 4. batch-1 / batch-32 decode step times with CUDA graphs on and off (tools/decode_profile.ts).
+# OUT_DIR gets at most 8 files: kernels.md, kernel_tests.log, gpu_tests.log, decode.log,
+# serve.log, serve_c1.json, serve_c128.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: tools/gpu_results.sh OUT_DIR [--quick]}
@@ -35,6 +36,16 @@ cp "$K/kernels/bench.md" "$OUT/kernels.md" 2>/dev/null
 
 NSN_TEST_GPU=1 deno test --cached-only -A tests/gpu/ >"$OUT/gpu_tests.log" 2>&1
 echo "test:gpu rc=$?" >>"$OUT/gpu_tests.log"
+
+# batch-1 and batch-32 decode steps of synthetic llama-3-8b, CUDA graphs on and off
+for g in 1 0; do
+  for b in 1 32; do
+    for bits in 16 2 1; do
+      NSN_CUDA_GRAPHS=$g $DENO tools/decode_profile.ts --batch $b --kv-bits $bits --steps 64 2>&1 | tail -n 1 |
+        sed "s/^/graphs=$g /"
+    done
+  done
+done >"$OUT/decode.log" 2>&1
 
 {
   $DENO bench/bench.ts --backend cuda --input-len 4096 --output-len 256 --concurrency 1 \

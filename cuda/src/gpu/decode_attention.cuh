@@ -18,11 +18,12 @@ constexpr int kHeadsPerCta = 8;
 // override it with set_decode_attention_variant (-1: back to env / default). head_dim 256 always
 // runs v0. Every variant computes the same result (up to float summation order).
 constexpr int kDecodeVariants = 7;
-// Defaults from the H200 variant table at 32K x 16 (KERNELS.md): v6 is within 5% of the best
-// variant on every page kind (fp16 506 us, NSN-2 413, NSN-1 307); v5 is the fastest on fp16 pages.
+// Defaults from the H200 variant table at 32K x 16 (KERNELS.md): v6 is within ~7% of the best
+// variant on every page kind (fp16 510 us, NSN-2 384, NSN-1 285); v0 is the fastest on fp16
+// pages (505 us) and on NSN-1 (267), but 7% slower than v6 on NSN-2.
 constexpr int kDecodeVariantDefault = 6;
 // Default for launches whose rows are all fp16.
-constexpr int kDecodeVariantFp16 = 5;
+constexpr int kDecodeVariantFp16 = 0;
 int decode_attention_variant(bool all_fp16 = false);  // the variant a launch would run
 void set_decode_attention_variant(int v);
 const char* decode_attention_variant_name(int v);
