@@ -558,10 +558,11 @@ nsn_status CudaBackend::step(const StepPlan& plan) {
   if (sec_.n_dec) {
     // Sized before any capture (a capture must not allocate).
     const size_t ws = decode_attention_workspace(geo_, sec_.n_dec, sec_.max_ctx);
-    const void* before = dec_ws_.p;
+    const size_t before = dec_ws_.bytes;  // ensure() reallocates only to grow
     if (ws) TRY(dec_ws_.ensure(ws, "decode attention workspace"));
-    // A new workspace starts zeroed (split counters); the kernels leave them at zero.
-    if (dec_ws_.p != before) CK(cudaMemsetAsync(dec_ws_.p, 0, dec_ws_.bytes, stream_));
+    // A new workspace starts zeroed (split counters); the kernels leave them at zero. (Its
+    // address may equal the old one's, so the size tells whether it is new.)
+    if (dec_ws_.bytes != before) CK(cudaMemsetAsync(dec_ws_.p, 0, dec_ws_.bytes, stream_));
   }
   TRY(graph ? forward_graph(plan) : forward_layers(plan));
   TRY(logits_and_sampling(plan));
