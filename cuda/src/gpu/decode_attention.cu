@@ -193,7 +193,7 @@ __device__ __forceinline__ void acc_fwht(float (&acc)[D / 16][4], int lane) {
 // Turns s into probabilities, rescales acc and l when the running max moves.
 template <int D, int P>
 __device__ __forceinline__ void softmax_step(float (&s)[P][4], float (&m)[2], float (&l)[2],
-                                             float (&acc)[D / 16][4], float (&acc_o)[D / 16][4]) {
+                                             float (&acc)[D / 16][4]) {
   float mx0 = fmaxf(s[0][0], s[0][2]), mx1 = fmaxf(s[0][1], s[0][3]);
 #pragma unroll
   for (int p = 1; p < P; p++) {
@@ -225,10 +225,6 @@ __device__ __forceinline__ void softmax_step(float (&s)[P][4], float (&m)[2], fl
       acc[k][1] *= a1;
       acc[k][2] *= a0;
       acc[k][3] *= a1;
-      acc_o[k][0] *= a0;
-      acc_o[k][1] *= a1;
-      acc_o[k][2] *= a0;
-      acc_o[k][3] *= a1;
     }
     l[0] *= a0;
     l[1] *= a1;
@@ -414,13 +410,16 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
   uint32_t qhf[KS][2], tf[KS][4];
   uint4* tf_s = reinterpret_cast<uint4*>(smem + C::TF);
   uint2* hq_s = reinterpret_cast<uint2*>(smem + C::HQF);
-  // acc: code part of quantized windows (Hadamard basis); acc_o: original basis (value means
-  // of quantized windows, fp16 windows). out = (H acc + acc_o) / l.
-  float acc[KS][4], acc_o[KS][4];
+  // acc: the output accumulator. During quantized stages it is in the Hadamard basis (codes and
+  // the value means, the latter transformed in the prep); before the first fp16 stage (or at the
+  // end) it is rotated back once (acc_fwht), and fp16 windows add in the original basis.
+  // out = acc / l.
+  float acc[KS][4];
+  bool rotated = !(quant && a.hadamard);  // acc in the original basis (block-uniform)
 #pragma unroll
   for (int s = 0; s < KS; s++) {
 #pragma unroll
-    for (int e = 0; e < 4; e++) acc[s][e] = acc_o[s][e] = 0.0f;
+    for (int e = 0; e < 4; e++) acc[s][e] = 0.0f;
   }
   if constexpr (V::FSM) {
     if (quant && V::HQ_SM) {
@@ -559,6 +558,7 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
           v[j] = u4_value(half_at(vb + L.ometa + 2 * g32), half_at(vb + L.ometa + 2 * (D / 32 + g32)),
                           (vb[L.oq + (c >> 1)] >> ((c & 1) * 4)) & 15);
         }
+        if (a.hadamard) warp_fwht<E>(v, lane);  // H o^V: added to acc in the Hadamard basis
         float* ov = reinterpret_cast<float*>(rec + C::P_OV);  // permuted to the C-fragment order
 #pragma unroll
         for (int j = 0; j < E; j++) {
@@ -636,7 +636,7 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
           sc[3] = kB.y * (xc[0][3] + xc[1][3]) + kB.x * (yc[0][3] + yc[1][3]);
         };
         // values of window wi with probabilities sc: code part on tensor cores (Hadamard basis),
-        // mean part (sum p s1) o^V (original basis)
+        // mean part (sum p s1) H o^V (the prep transformed o^V; acc is in the Hadamard basis)
         auto pv = [&](int wi, const float (&sc)[4]) {
           const uint8_t* vb = buf + wi * 2 * bb + bb;
           const uint8_t* rec = smem + C::PREPS + wi * C::PREP;
@@ -680,10 +680,10 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
             }
             mma_16816(acc[m], fa, pb0, pb1);
             const float2 h = *reinterpret_cast<const float2*>(ov + 2 * m);
-            acc_o[m][0] += mw0 * h.x;
-            acc_o[m][1] += mw1 * h.x;
-            acc_o[m][2] += mw0 * h.y;
-            acc_o[m][3] += mw1 * h.y;
+            acc[m][0] += mw0 * h.x;
+            acc[m][1] += mw1 * h.x;
+            acc[m][2] += mw0 * h.y;
+            acc[m][3] += mw1 * h.y;
           }
         };
         if constexpr (V::PAIR) {
@@ -698,7 +698,7 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
             qk(wi, sc[0]);
             qk(wj, sc[1]);
             if (!two) sc[1][0] = sc[1][1] = sc[1][2] = sc[1][3] = -INFINITY;
-            softmax_step<D, 2>(sc, m_run, l_run, acc, acc_o);
+            softmax_step<D, 2>(sc, m_run, l_run, acc);
             pv(wi, sc[0]);
             if (two) pv(wj, sc[1]);
           }
@@ -707,7 +707,7 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
           for (int wi = grp; wi < nw; wi += NG) {
             float sc[1][4];
             qk(wi, sc[0]);
-            softmax_step<D, 1>(sc, m_run, l_run, acc, acc_o);
+            softmax_step<D, 1>(sc, m_run, l_run, acc);
             pv(wi, sc[0]);
           }
         }
@@ -719,6 +719,10 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
       }
     } else {
       // ---------------- one fp16 window (the tail, or a kv_bits 16 page) ----------------
+      if (!rotated) {  // leave the Hadamard basis before adding fp16 values
+        acc_fwht<D>(acc, lane);
+        rotated = true;
+      }
       const int w = w0 + nqs + (i - n_qst);
       const int n_valid = min(kWindow, n_ctx - w * kWindow);
       if (grp == 0 && 16 * sl < n_valid) {
@@ -744,24 +748,20 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
         for (int e = 0; e < 4; e++) sc[0][e] = ((xc[0][e] + xc[2][e]) + (xc[1][e] + xc[3][e])) * a.scale_log2;
         if (tA >= n_valid) sc[0][0] = sc[0][1] = -INFINITY;
         if (tB >= n_valid) sc[0][2] = sc[0][3] = -INFINITY;
-        softmax_step<D, 1>(sc, m_run, l_run, acc, acc_o);
+        softmax_step<D, 1>(sc, m_run, l_run, acc);
         const uint32_t pb0 = movmatrix_trans(pack_half2(sc[0][0], sc[0][1]));
         const uint32_t pb1 = movmatrix_trans(pack_half2(sc[0][2], sc[0][3]));
 #pragma unroll
         for (int m = 0; m < KS; m++) {
           uint32_t fa[4];
           ldmatrix_x4_trans(fa, vbase + tokV * D * 2 + (((2 * m + pV) ^ (tokV & 7)) << 4));
-          mma_16816(acc_o[m], fa, pb0, pb1);
+          mma_16816(acc[m], fa, pb0, pb1);
         }
       }
     }
   }
   cp_async_wait<0>();
-  if (quant && a.hadamard) acc_fwht<D>(acc, lane);
-#pragma unroll
-  for (int m = 0; m < KS; m++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) acc[m][e] += acc_o[m][e];
+  if (!rotated) acc_fwht<D>(acc, lane);
 
   // ---- merge the NWARP warps, then write the result (or this split's partial) ----
 #pragma unroll
