@@ -76,6 +76,8 @@ export interface EngineInfo {
   kvBytesInUse: number;
   weightBytes: number;
   seqsInUse: number;
+  /** CUDA backend: decode steps whose layer loop ran as a CUDA graph (0 on the CPU backend). */
+  graphSteps: number;
   kinds: Record<KvBits, KvKindStats>;
 }
 

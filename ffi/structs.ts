@@ -68,7 +68,7 @@ export const LAYOUT = {
       token_bytes: 104, // uint64_t[3]
       weight_bytes: 128,
       seqs_in_use: 136,
-      reserved: 140,
+      graph_steps: 140,
       device_name: 144, // char[64]
     },
   },
@@ -197,6 +197,7 @@ export function decodeEngineInfo(buf: Uint8Array): EngineInfo {
     kvBytesInUse: u64(EI.kv_bytes_in_use),
     weightBytes: u64(EI.weight_bytes),
     seqsInUse: v.getInt32(EI.seqs_in_use, LE),
+    graphSteps: v.getInt32(EI.graph_steps, LE),
     kinds: { 16: kind(0), 2: kind(1), 1: kind(2) },
   };
 }

@@ -199,6 +199,7 @@ export class FakeEngine implements KvEngine {
       kvBytesInUse: used * SLAB_BYTES,
       weightBytes: 0,
       seqsInUse: this.seqs.size,
+      graphSteps: 0,
       kinds,
     };
   }

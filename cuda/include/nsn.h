@@ -123,7 +123,8 @@ typedef struct nsn_engine_info {
   uint64_t token_bytes[3];     /* exact bytes per token (all layers), metadata included */
   uint64_t weight_bytes;       /* resident weight memory */
   int32_t seqs_in_use;
-  int32_t reserved;
+  int32_t graph_steps;         /* CUDA backend: decode steps whose layer loop ran as a CUDA graph
+                                  (saturates at INT32_MAX; 0 on the CPU backend or with graphs off) */
   char device_name[64];
 } nsn_engine_info;
 

@@ -74,6 +74,8 @@ class Backend {
   // Allocates the KV arena (bytes) and scratch for max_step_tokens / max_seqs.
   virtual nsn_status alloc_arena(uint64_t bytes) = 0;
   virtual nsn_status step(const StepPlan& plan) = 0;
+  // Steps whose layer loop ran as a CUDA graph so far (the CUDA backend; nsn_engine_info).
+  virtual int64_t graph_steps() const { return 0; }
   // Dequantized/exact K (post-RoPE) and V of tokens [start, start+count) of one sequence.
   virtual nsn_status read_kv(const SeqStep& seq_pages, int layer, int kv_head, int start, int count,
                              float* k_out, float* v_out) = 0;

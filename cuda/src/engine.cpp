@@ -3,6 +3,7 @@
 #include "engine.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <algorithm>
@@ -300,6 +301,8 @@ nsn_status nsn_engine_get_info(nsn_engine* e, nsn_engine_info* out) {
     }
     info.weight_bytes = e->backend->weight_bytes();
     info.seqs_in_use = e->seqs_in_use;
+    const int64_t gs = e->backend->graph_steps();
+    info.graph_steps = gs > INT32_MAX ? INT32_MAX : (int32_t)gs;
     const std::string name = e->backend->device_name();
     strncpy(info.device_name, name.c_str(), sizeof info.device_name - 1);
     *out = info;

@@ -494,7 +494,14 @@ gpuTest("cuda: decode through CUDA graphs equals eager decode (NSN_CUDA_GRAPHS=0
         worst = Math.max(worst, Math.abs(a.logprob - b.logprob));
         a.top.forEach((t, k) => worst = Math.max(worst, Math.abs(t.logprob - b.top[k].logprob)));
       });
-      console.log(`graphs vs eager, ${label}: worst |logprob diff| ${worst.toExponential(2)}`);
+      console.log(
+        `graphs vs eager, ${label}: worst |logprob diff| ${
+          worst.toExponential(2)
+        }, graph steps ${graphed.info().graphSteps} / ${eager.info().graphSteps}`,
+      );
+      // The graphed engine really replayed graphs (a failed capture falls back silently).
+      assert.ok(graphed.info().graphSteps > 0, `${label}: no step ran as a CUDA graph`);
+      assert.equal(eager.info().graphSteps, 0);
       assert.ok(worst <= 1e-5, `${label}: logprobs differ by ${worst}`);
       // The pages the graphs wrote (windows encoded by decode rows) are the eager ones.
       for (const [i, l] of g.live.entries()) {

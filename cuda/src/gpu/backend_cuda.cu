@@ -23,7 +23,6 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,6 +149,7 @@ class CudaBackend : public Backend {
   uint64_t default_arena_bytes() const override;
   nsn_status alloc_arena(uint64_t bytes) override;
   nsn_status step(const StepPlan& plan) override;
+  int64_t graph_steps() const override { return graph_steps_; }
   nsn_status read_kv(const SeqStep& s, int layer, int kv_head, int start, int count, float* k_out,
                      float* v_out) override;
 
@@ -224,6 +224,7 @@ class CudaBackend : public Backend {
   std::vector<CachedGraph> graphs_;
   std::vector<GraphKey> warm_keys_;  // keys that already ran once eagerly
   uint64_t graph_clock_ = 0;
+  int64_t graph_steps_ = 0;  // steps run through a graph (nsn_engine_info.graph_steps)
 
   std::vector<LayerW> layers_;
   bf16* embed_ = nullptr;       // [V][H]
@@ -957,8 +958,8 @@ nsn_status CudaBackend::forward_graph(const StepPlan& plan) {
     }
     cudaGraphExec_t exec = nullptr;
     if (capture_graph(plan, &exec) != NSN_OK) {
-      fprintf(stderr, "nsn: cuda: CUDA graphs turned off for this engine, capture failed: %s\n",
-              nsn_last_error());
+      // The library never prints: a failed capture shows as graph_steps (nsn_engine_info) no
+      // longer growing.
       graphs_on_ = false;
       drop_graphs();
       return forward_layers(plan);
@@ -967,6 +968,7 @@ nsn_status CudaBackend::forward_graph(const StepPlan& plan) {
   }
   hit->used = ++graph_clock_;
   CK(cudaGraphLaunch(hit->exec, stream_));
+  graph_steps_++;
   return NSN_OK;
 }
 
