@@ -2,11 +2,15 @@
 # gpu_profile.sh: a development round on the GPU machine: the KV-kernel tests and the kernel
 # variant timings (tools/gpu_kernel_tests.sh --quick), `deno task test:gpu`, and batch-1/32
 # decode step times of synthetic llama-3-8b with CUDA graphs on and off (tools/decode_profile.ts).
-# With NCU=1 also ncu warp-state statistics of the decode-attention kernel at 32K x 16.
+# With NCU=1 also ncu warp-state statistics of the decode-attention kernel at 32K x 16 (the
+# variants given) and per-SASS-instruction execution counts and stall samples of the first one
+# (sass_1.csv.xz, sass_2.csv.xz: NSN-1, NSN-2). With NCU_STEP=1 the per-kernel GPU time of about
+# one batch-1 decode step (step_kernels.txt; STEP_BITS picks kv_bits, default 16).
 #
-#   source .gpu/env.sh && tools/gpu_profile.sh OUT_DIR [VARIANTS_FOR_NCU]
+#   source .gpu/env.sh && [NCU=1] [NCU_STEP=1] tools/gpu_profile.sh OUT_DIR [VARIANTS_FOR_NCU]
 #
-# OUT_DIR gets profile.log, kernels.log, gpu_tests.log (and ncu.log).
+# OUT_DIR gets profile.log, kernels.log, gpu_tests.log (and ncu.log, sass_*.csv.xz,
+# step_kernels.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: tools/gpu_profile.sh OUT_DIR [VARIANTS]}
