@@ -7,6 +7,8 @@
 //     [--kv-bits 16,2,1] [--input-len N] [--output-len N] [--num-prompts N|auto]
 //     [--concurrency 1,4,16,64] [--request-rate R|inf] [--json FILE]
 //   deno task bench --engine [--batches 1,8,32] [--contexts 512,2048] [--decode-steps K]
+//   deno task bench --kernels [--quick] [--json DIR]   (GPU machine: decode-attention kernels
+//     vs torch SDPA; tools/gpu_kernel_tests.sh --bench-only; needs nvcc, a GPU, torch)
 //
 // Defaults depend on the backend: the CPU ones finish in well under a minute on the demo
 // model; the GPU ones are a real sweep on synthetic:llama-3-8b.
@@ -71,6 +73,8 @@ const ints = (s: string) => s.split(",").filter(Boolean).map((x) => Number(x));
 
 export interface BenchArgs {
   engine: boolean;
+  kernels?: boolean; // decode-attention kernel benchmark (GPU machine)
+  quick?: boolean;
   model?: string;
   url?: string;
   backend: Backend;
@@ -97,6 +101,8 @@ export function parseBenchArgs(args: string[]): BenchArgs {
     args,
     options: {
       engine: { type: "boolean", default: false },
+      kernels: { type: "boolean", default: false },
+      quick: { type: "boolean", default: false },
       model: { type: "string" },
       url: { type: "string" },
       backend: { type: "string", default: "auto" },
@@ -122,6 +128,8 @@ export function parseBenchArgs(args: string[]): BenchArgs {
   const opt = (s: string | undefined) => (s === undefined ? undefined : Number(s));
   return {
     engine: f.engine,
+    kernels: f.kernels,
+    quick: f.quick,
     model: f.model,
     url: f.url?.replace(/\/+$/, ""),
     backend: f.backend as Backend,
@@ -237,9 +245,29 @@ export async function runBench(a: BenchArgs): Promise<BenchOutput> {
   };
 }
 
+/** `--kernels`: tools/gpu_kernel_tests.sh --bench-only (ours vs torch SDPA, side by side). */
+async function runKernelBench(a: BenchArgs): Promise<void> {
+  const root = new URL("..", import.meta.url).pathname;
+  const dir = a.json ?? ".data/bench/kernels";
+  const args = [`${root}tools/gpu_kernel_tests.sh`, dir, "--bench-only"];
+  if (a.quick) args.push("--quick");
+  const st = await new Deno.Command("bash", { args, stdout: "inherit", stderr: "inherit" })
+    .output();
+  if (st.code !== 0) {
+    throw new Error(
+      `kernel benchmark failed (exit ${st.code}); it needs nvcc, a CUDA GPU and torch`,
+    );
+  }
+  console.log(`\nwrote ${dir}/bench.md and ${dir}/bench.json`);
+}
+
 if (import.meta.main) {
   try {
     const a = parseBenchArgs(Deno.args);
+    if (a.kernels) {
+      await runKernelBench(a);
+      Deno.exit(0);
+    }
     const out = await runBench(a);
     console.log(out.text);
     const json = a.json ?? `.data/bench/${out.kind}.json`;

@@ -3,11 +3,12 @@
 # (test_gemv: gemv.cu against layers.cu's unfused kernels), a compute-sanitizer memcheck of
 # small cases, and the kernel benchmark (ours vs torch SDPA) on a GPU machine.
 #
-#   tools/gpu_kernel_tests.sh OUT_DIR [--quick] [--ncu] [--build-only]
+#   tools/gpu_kernel_tests.sh OUT_DIR [--quick] [--ncu] [--build-only | --bench-only]
 #
 # OUT_DIR receives: build.log (ptxas registers/spills), test.log, memcheck.log, bench.log,
 # bench.md (the combined table), bench.json, and with --ncu ncu.log. Exit status: non-zero when
-# the build, the tests or memcheck fail (the benchmark still runs after failed tests).
+# the build, the tests, memcheck or the benchmark fail (the benchmark still runs after failed
+# tests). --bench-only skips the tests and memcheck (`deno task bench --kernels`).
 # Needs nvcc (sm_90), g++, python3 with torch; no cuBLAS. Run from anywhere in the repo.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +17,13 @@ shift
 QUICK=""
 NCU=0
 BUILD_ONLY=0
+BENCH_ONLY=0
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=--quick ;;
     --ncu) NCU=1 ;;
     --build-only) BUILD_ONLY=1 ;;
+    --bench-only) BENCH_ONLY=1 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -73,7 +76,9 @@ if command -v cuobjdump >/dev/null; then  # instruction mix of the head_dim-128 
 fi
 
 [ $BUILD_ONLY = 1 ] && exit 0
-
+rc_test=0
+rc_mc=0
+if [ $BENCH_ONLY = 0 ]; then
 echo "== tests"
 "$B/test_kv_kernels" 2>&1 | tee "$OUT/test.log"
 rc_test=${PIPESTATUS[0]}
@@ -98,13 +103,17 @@ else
   rc_mc=0
 fi
 
+fi
+
 echo "== benchmark"
 {
   "$B/bench_attention" --json "$B/bench_ours.json" $QUICK
   PYTHONUNBUFFERED=1 python3 tools/bench_sdpa.py --json "$B/bench_sdpa.json" $QUICK
 } 2>&1 | tee "$OUT/bench.log"
-python3 tools/bench_combine.py "$B/bench_ours.json" "$B/bench_sdpa.json" --md "$OUT/bench.md" --json "$OUT/bench.json" >/dev/null
-cat "$OUT/bench.md"
+rc_bench=0
+python3 tools/bench_combine.py "$B/bench_ours.json" "$B/bench_sdpa.json" --md "$OUT/bench.md" --json "$OUT/bench.json" \
+  >/dev/null || rc_bench=1
+[ -s "$OUT/bench.md" ] && cat "$OUT/bench.md" || { rc_bench=1; echo "benchmark failed (see $OUT/bench.log)"; }
 
 if [ $NCU = 1 ] && command -v ncu >/dev/null; then
   echo "== ncu (32K context, batch 16, every kernel variant)"
@@ -119,5 +128,5 @@ if [ $NCU = 1 ] && command -v ncu >/dev/null; then
   done >"$OUT/ncu.log" 2>&1
 fi
 
-echo "tests rc=$rc_test memcheck rc=$rc_mc"
-[ "$rc_test" = 0 ] && [ "$rc_mc" = 0 ]
+echo "tests rc=$rc_test memcheck rc=$rc_mc benchmark rc=$rc_bench"
+[ "$rc_test" = 0 ] && [ "$rc_mc" = 0 ] && [ "$rc_bench" = 0 ]
