@@ -91,7 +91,8 @@ inline AttnKernelArgs attn_kernel_args(const DecodeAttnArgs& a, const DecodePlan
 
 // Validates the arguments shared by both kernels; fills the plan.
 nsn_status check_decode_args(const DecodeAttnArgs& a, DecodePlan* plan);
-// Combines the split partials into `out` (bf16).
+// Combines the split partials into `out` (bf16): the reference kernel's combine (the fast kernel
+// combines in its last split block, finish_split in decode_attention.cu).
 nsn_status launch_attn_reduce(const DecodeAttnArgs& a, const DecodePlan& plan, cudaStream_t stream);
 // The reference kernel: decodes every window to fp32 in shared memory, then plain attention.
 // Handles every format (fp16, NSN with any ablation, RTN).
