@@ -26,34 +26,6 @@
 
 using namespace nsn;
 
-
-static int g_fail = 0;
-static void check(bool ok, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s ", ok ? "  ok  " : "**FAIL**");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  if (!ok) g_fail++;
-}
-
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  uint64_t next() {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-  float uniform() { return (float)((next() >> 40) + 0.5) / (float)(1ull << 24); }
-  float normal() {
-    const float u = uniform(), v = uniform();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-  }
-};
-
 // Gaussian rows with outlier channels, per-channel offsets and per-token scale changes.
 static void gen_rows(Rng& r, int n, int d, float* x, uint64_t channel_seed) {
   Rng cr(channel_seed);
