@@ -44,7 +44,7 @@ export function capacity(engine: KvEngine, kvBits: KvBits, len: number) {
 }
 
 /** Appends `n` random tokens to each listed sequence in chunked steps of <= max_step_tokens. */
-async function extend(engine: KvEngine, seqs: number[], n: number, tok: () => number) {
+export async function extend(engine: KvEngine, seqs: number[], n: number, tok: () => number) {
   const { maxStepTokens } = engine.info();
   const fed = seqs.map(() => 0);
   while (fed.some((f) => f < n)) {
@@ -66,17 +66,28 @@ async function extend(engine: KvEngine, seqs: number[], n: number, tok: () => nu
   }
 }
 
-/** One untimed decode step (lazy allocations, graph capture), then K timed ones. */
-async function timeDecode(engine: KvEngine, seqs: number[], steps: number, tok: () => number) {
+/**
+ * Untimed decode steps before the timed ones: lazy allocations, and the CUDA backend's graph for
+ * this batch (a batch shape's first step runs eagerly, the second captures the graph).
+ */
+export const WARMUP_STEPS = 2;
+
+/** WARMUP_STEPS untimed decode steps, then K timed ones. */
+export async function timeDecode(
+  engine: KvEngine,
+  seqs: number[],
+  steps: number,
+  tok: () => number,
+) {
   let next = seqs.map(() => tok());
   const times: number[] = [];
-  for (let k = 0; k <= steps; k++) {
+  for (let k = 0; k < WARMUP_STEPS + steps; k++) {
     const s = performance.now();
     const res = await engine.step(
       seqs.map((seq, i) => ({ seq, tokens: [next[i]], sample: true, wantLogprobs: false })),
       { topN: 0 },
     );
-    if (k > 0) times.push(performance.now() - s);
+    if (k >= WARMUP_STEPS) times.push(performance.now() - s);
     next = res.outputs.map((o) => o?.token ?? tok());
   }
   const st = summarize(times);
@@ -92,7 +103,7 @@ async function timeDecode(engine: KvEngine, seqs: number[], steps: number, tok: 
  * the batches x context tokens (minutes on a GPU at 8B scale), so the largest batch is
  * prefilled once and each batch size, ascending, decodes the first B of those sequences.
  * Decoding lengthens them, so before batch i the newly included sequences catch up: all B
- * sequences then hold exactly context + i x (K+1) tokens, reported as decodeContext.
+ * sequences then hold exactly context + i x (K + WARMUP_STEPS) tokens, reported as decodeContext.
  */
 async function runGroup(
   engine: KvEngine,
@@ -119,7 +130,7 @@ async function runGroup(
     const out = [];
     let prev = 0;
     for (const [i, b] of batches.entries()) {
-      const drift = i * (cfg.decodeSteps + 1);
+      const drift = i * (cfg.decodeSteps + WARMUP_STEPS);
       if (drift > 0) await extend(engine, seqs.slice(prev, b), drift, tok);
       prev = b;
       const d = await timeDecode(engine, seqs.slice(0, b), cfg.decodeSteps, tok);
@@ -138,8 +149,8 @@ export async function runSweep(engine: KvEngine, cfg: SweepConfig): Promise<Swee
   const batches = [...new Set(cfg.batches)].sort((a, b) => a - b);
   for (const kvBits of cfg.kvBits) {
     for (const context of cfg.contexts) {
-      // The longest a sequence gets: context + one (K+1) drift per batch size.
-      const longest = context + batches.length * (cfg.decodeSteps + 1);
+      // The longest a sequence gets: context + one (K + warm-up) drift per batch size.
+      const longest = context + batches.length * (cfg.decodeSteps + WARMUP_STEPS);
       const cap = capacity(engine, kvBits, longest);
       const base = {
         kvBits,

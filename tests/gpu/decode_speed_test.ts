@@ -10,9 +10,9 @@ import type { KvBits } from "../../engine/types.ts";
 import type { NsnLibrary } from "../../ffi/library.ts";
 import { NativeEngine } from "../../ffi/native_engine.ts";
 import { syntheticSpec } from "../../models/synthetic.ts";
-import { GPU_BACKEND, gpuTest, greedyParams, KV_BITS, randomTokens } from "./gpu_util.ts";
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+import { extend, timeDecode } from "../../bench/engine_sweep.ts";
+import { rng } from "../../bench/stats.ts";
+import { GPU_BACKEND, gpuTest, greedyParams, KV_BITS } from "./gpu_util.ts";
 
 async function measure(lib: NsnLibrary, label: string): Promise<string[]> {
   const spec = syntheticSpec("llama-3-8b");
@@ -35,38 +35,17 @@ async function measure(lib: NsnLibrary, label: string): Promise<string[]> {
         floorMs.toFixed(2)
       } ms/step`,
     ];
-    const ctx = 512, steps = 48, perStep = Math.floor(2048 / ctx);
+    const ctx = 512, steps = 44;
+    const rand = rng(3);
+    const tok = () => Math.floor(rand() * 128000);
     for (const batch of [1, 4, 32]) {
       for (const bits of KV_BITS as KvBits[]) {
         const seqs = Array.from({ length: batch }, () => e.createSeq(bits));
         seqs.forEach((s) => e.setSampling(s, greedyParams(ctx)));
         t0 = performance.now();
-        let next: number[] = [];
-        for (let i = 0; i < batch; i += perStep) {
-          const part = seqs.slice(i, i + perStep);
-          const r = await e.step(
-            part.map((seq, j) => ({
-              seq,
-              tokens: randomTokens(ctx, i + j, 0, 128000),
-              sample: true,
-              wantLogprobs: false,
-            })),
-            { topN: 0 },
-          );
-          next.push(...r.outputs.map((o) => o!.token));
-        }
+        await extend(e, seqs, ctx, tok);
         const prefillMs = performance.now() - t0;
-        const times: number[] = [];
-        for (let s = 0; s < steps; s++) {
-          const t = performance.now();
-          const r = await e.step(
-            seqs.map((seq, j) => ({ seq, tokens: [next[j]], sample: true, wantLogprobs: false })),
-            { topN: 0 },
-          );
-          times.push(performance.now() - t);
-          next = r.outputs.map((o) => o!.token);
-        }
-        const ms = median(times.slice(4));
+        const ms = (await timeDecode(e, seqs, steps, tok)).decodeStepMs.median;
         rows.push(
           `  batch ${String(batch).padStart(2)} kv ${String(bits).padStart(2)}: ${
             ms.toFixed(2)
@@ -99,6 +78,6 @@ if (GPU_BACKEND === "cuda") {
     } finally {
       Deno.env.delete("NSN_CUDA_GEMV");
     }
-    console.log(`decode at context 512..560:\n${rows.join("\n")}`);
+    console.log(`decode at context 512..558:\n${rows.join("\n")}`);
   });
 }
