@@ -31,6 +31,7 @@
 #include "../kv_layout.h"
 #include "decode_attention.cuh"
 #include "nsn_math.cuh"
+#include "sm_count.cuh"
 
 namespace nsn {
 namespace gpu {
@@ -834,18 +835,6 @@ __global__ void attn_reduce_kernel(const DecodeSeq* seqs, const float* ws_acc, c
     out[((size_t)q_row * n_heads + h) * d + c] = __float2bfloat16(combine_splits(ws_acc, ws_ml, r0, n_splits, c, d));
 }
 
-int sm_count() {
-  static int cache[64] = {0};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-  if (cache[dev] == 0) {
-    int n = 0;
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
-    cache[dev] = n;
-  }
-  return cache[dev];
-}
-
 template <int D, int VAR>
 nsn_status launch_fast(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_t stream) {
   using C = Cfg<D, VAR>;
@@ -942,7 +931,7 @@ DecodePlan plan_decode(const KvGeometry& g, int n_seqs, int max_ctx) {
   // Cost model: waves of one block per SM, each wave as long as its blocks' windows plus a
   // fixed setup worth ~6 windows (codebook copies, fragments, final merge).
   const long base = (long)n_seqs * g.n_kv_heads * p.hgroups;
-  const int sms = sm_count();
+  const int sms = sm_count() > 0 ? sm_count() : 132;  // an H200's, when it cannot be queried
   double best = 1e30;
   for (int s = 1; s <= nw && s <= 64; s++) {
     const long waves = (base * s + sms - 1) / sms;

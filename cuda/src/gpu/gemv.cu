@@ -29,6 +29,7 @@
 
 #include "../backend.h"
 #include "layers_dev.cuh"
+#include "sm_count.cuh"
 
 namespace nsn {
 
@@ -222,16 +223,14 @@ nsn_status norm_launch_setup(const char* what, Kernel kernel, int rows, int K, c
   if (max_blocks < 0) return set_error(NSN_E_INVALID, "%s: max_blocks %d", what, max_blocks);
   if (!gemv_rmsnorm_supported(K, x, norm_w, w) || ((uintptr_t)out % out_align) != 0)
     return set_error(NSN_E_INTERNAL, "%s: unsupported shape or alignment K=%d", what, K);
-  int dev = 0, sms = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  if (e != cudaSuccess) return set_error(NSN_E_BACKEND, "%s: SM count: %s", what, cudaGetErrorString(e));
-  const int cap = max_blocks > 0 ? max_blocks : kNormBlocksPerSm * (sms > 0 ? sms : 1);
+  const int sms = gpu::sm_count();
+  if (sms <= 0) return set_error(NSN_E_BACKEND, "%s: the device's SM count cannot be queried", what);
+  const int cap = max_blocks > 0 ? max_blocks : kNormBlocksPerSm * sms;
   const int need = (rows + kNormWarps - 1) / kNormWarps;
   *grid = need < cap ? need : cap;
   *smem = kRedBytes + (size_t)K * 2;
   if (*smem > 48 * 1024) {
-    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)*smem);
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)*smem);
     if (e != cudaSuccess)
       return set_error(NSN_E_BACKEND, "%s: smem attribute (%zu B): %s", what, *smem, cudaGetErrorString(e));
   }
