@@ -46,7 +46,8 @@ __global__ void qkv_rope_append_kernel(QkvRopeArgs a) {
   const int t = blockIdx.x, d = a.head_dim, h2 = d / 2;
   const int i0 = blockIdx.y * blockDim.x, i1 = i0 + blockDim.x;  // this block's items
   const TokenKv tk = a.tok[t];
-  for (int i = threadIdx.x; i < h2; i += blockDim.x) {
+  const int n_rot_items = (a.n_heads + a.n_kv_heads) * h2;
+  for (int i = threadIdx.x; i < h2 && i0 < n_rot_items; i += blockDim.x) {  // blocks of v only skip it
     const float angle = (float)tk.pos * a.inv_freq[i];
     double s, c;
     sincos((double)angle, &s, &c);
@@ -63,7 +64,7 @@ __global__ void qkv_rope_append_kernel(QkvRopeArgs a) {
   };
   // q and k: rotate pairs (i, i + d/2) of every head.
   const int n_rot_heads = a.n_heads + a.n_kv_heads;
-  for (int idx = i0 + threadIdx.x; idx < min(i1, n_rot_heads * h2); idx += blockDim.x) {
+  for (int idx = i0 + threadIdx.x; idx < min(i1, n_rot_items); idx += blockDim.x) {
     const int h = idx / h2, i = idx - h * h2;
     const int col = h * d + i;
     const float x0 = val(col), x1 = val(col + h2);
@@ -82,7 +83,7 @@ __global__ void qkv_rope_append_kernel(QkvRopeArgs a) {
   }
   if (!tk.page) return;
   const int v0 = n_rot_heads * d;
-  const int j0 = max(i0 - n_rot_heads * h2, 0), j1 = min(i1 - n_rot_heads * h2, a.n_kv_heads * d);
+  const int j0 = max(i0 - n_rot_items, 0), j1 = min(i1 - n_rot_items, a.n_kv_heads * d);
   for (int idx = j0 + threadIdx.x; idx < j1; idx += blockDim.x) {
     const int h = idx / d, i = idx - h * d;
     __half* vb = (__half*)f16_block(tk.page, tk.layered, a.layer, a.n_kv_heads, d, h, 1) +
