@@ -185,18 +185,16 @@ class CudaBackend : public Backend {
   nsn_status logits_and_sampling(const StepPlan& plan);
 
   // CUDA graphs of pure-decode steps (BACKEND.md "CUDA graphs"). A captured forward pass
-  // bakes in its kernel arguments: besides the weights, scratch and arena (fixed, or the cache
-  // is dropped), they depend only on what the key holds.
+  // bakes in its kernel arguments: besides the buffer addresses (the weights, scratch and
+  // arena, fixed or the cache is dropped; the plan buffer and the decode workspace, see
+  // graph_plan_ / graph_ws_), they depend only on what the key holds.
   struct GraphKey {
     int n;         // rows (= decode sequences)
     int n_splits;  // decode attention's split-KV plan (plan_decode)
     int variant;   // decode attention kernel variant
     int encode;    // the decode-row encode is launched (with n jobs, unused ones no-ops)
-    const void* plan;  // plan_d_.p
-    const void* ws;    // dec_ws_.p
     bool operator==(const GraphKey& o) const {
-      return n == o.n && n_splits == o.n_splits && variant == o.variant && encode == o.encode &&
-             plan == o.plan && ws == o.ws;
+      return n == o.n && n_splits == o.n_splits && variant == o.variant && encode == o.encode;
     }
   };
   struct CachedGraph {
@@ -223,6 +221,8 @@ class CudaBackend : public Backend {
   bool graphs_on_ = true; // NSN_CUDA_GRAPHS=0 (or a failed capture) runs every step eagerly
   std::vector<CachedGraph> graphs_;
   std::vector<GraphKey> warm_keys_;  // keys that already ran once eagerly
+  const void* graph_plan_ = nullptr;  // plan_d_.p and dec_ws_.p when the cached graphs and warm
+  const void* graph_ws_ = nullptr;    // keys were made (a move drops them all)
   uint64_t graph_clock_ = 0;
   int64_t graph_steps_ = 0;  // steps run through a graph (nsn_engine_info.graph_steps)
 
@@ -932,8 +932,6 @@ CudaBackend::GraphKey CudaBackend::graph_key() const {
   k.n_splits = gpu::plan_decode(geo_, S.n_dec, S.max_ctx).n_splits;
   k.variant = gpu::decode_attention_variant(S.dec_all_fp16 != 0);
   k.encode = S.n_dec_enc > 0;
-  k.plan = plan_d_.p;
-  k.ws = dec_ws_.p;
   return k;
 }
 
@@ -941,9 +939,13 @@ CudaBackend::GraphKey CudaBackend::graph_key() const {
 // it first. A failed capture turns graphs off for this backend and runs the step eagerly.
 nsn_status CudaBackend::forward_graph(const StepPlan& plan) {
   const GraphKey key = graph_key();
-  // The cached graphs all hold the same buffer addresses: when one moved, none is valid.
-  if (!graphs_.empty() && (graphs_[0].key.plan != key.plan || graphs_[0].key.ws != key.ws))
+  // The cached graphs all hold the plan buffer's and the workspace's addresses: when either
+  // moved, none is valid.
+  if (plan_d_.p != graph_plan_ || dec_ws_.p != graph_ws_) {
     drop_graphs();
+    graph_plan_ = plan_d_.p;
+    graph_ws_ = dec_ws_.p;
+  }
   CachedGraph* hit = nullptr;
   for (CachedGraph& g : graphs_)
     if (g.key == key) hit = &g;

@@ -442,16 +442,11 @@ __global__ void __launch_bounds__(Var<D, VAR>::NT, 1) decode_attn_kernel(FastArg
       qhf[s][1] = pack_half2(qh[gr * D + c + 8], qh[gr * D + c + 9]);
     }
   }
-  if (!V::FSM && quant) {  // T fragment: rows delta = 16 sl + gr (+8), k = 2i (cos) / 2i+1 (sin)
+  if (!V::FSM && quant) {  // this lane's T fragments (slice sl), as t_fragment_word lays them out
 #pragma unroll
     for (int s = 0; s < KS; s++) {
 #pragma unroll
-      for (int r = 0; r < 4; r++) {
-        const int delta = 16 * sl + gr + 8 * (r & 1), i = 8 * s + tq + 4 * (r >> 1);
-        float sn, cs;
-        sincosf(__fmul_rn((float)delta, a.inv_freq[i]), &sn, &cs);
-        tf[s][r] = pack_half2(cs, sn);
-      }
+      for (int r = 0; r < 4; r++) tf[s][r] = t_fragment_word<KS>(a.inv_freq, ((sl * KS + s) * 32 + lane) * 4 + r);
     }
   }
   __syncthreads();  // qh scratch is dead from here
