@@ -14,41 +14,28 @@ const LLAMA3_ROPE = {
   originalMaxPosition: 8192,
 } as const;
 
+// Meta-Llama-3-8B
+const LLAMA3_8B: Preset = {
+  vocabSize: 128256,
+  hiddenSize: 4096,
+  intermediateSize: 14336,
+  nLayers: 32,
+  nHeads: 32,
+  nKvHeads: 8,
+  headDim: 128,
+  maxPosition: 8192,
+  rmsEps: 1e-5,
+  ropeTheta: 500000,
+  tieEmbeddings: false,
+  bosId: 128000,
+  eosIds: [128001],
+};
+
 // Values copied from each model's config.json (shapes, eps, theta, special ids).
 const PRESETS: Record<string, Preset> = {
-  // Meta-Llama-3-8B
-  "llama-3-8b": {
-    vocabSize: 128256,
-    hiddenSize: 4096,
-    intermediateSize: 14336,
-    nLayers: 32,
-    nHeads: 32,
-    nKvHeads: 8,
-    headDim: 128,
-    maxPosition: 8192,
-    rmsEps: 1e-5,
-    ropeTheta: 500000,
-    tieEmbeddings: false,
-    bosId: 128000,
-    eosIds: [128001],
-  },
+  "llama-3-8b": LLAMA3_8B,
   // Llama-3.1-8B: as above with llama3 rope scaling and a 128K context
-  "llama-3.1-8b": {
-    vocabSize: 128256,
-    hiddenSize: 4096,
-    intermediateSize: 14336,
-    nLayers: 32,
-    nHeads: 32,
-    nKvHeads: 8,
-    headDim: 128,
-    maxPosition: 131072,
-    rmsEps: 1e-5,
-    ropeTheta: 500000,
-    rope: { ...LLAMA3_ROPE, factor: 8 },
-    tieEmbeddings: false,
-    bosId: 128000,
-    eosIds: [128001],
-  },
+  "llama-3.1-8b": { ...LLAMA3_8B, maxPosition: 131072, rope: { ...LLAMA3_ROPE, factor: 8 } },
   // Llama-3.2-1B
   "llama-3.2-1b": {
     vocabSize: 128256,
