@@ -11,7 +11,7 @@ import { type LegacyLogprobs, type LogprobsFormat, LogprobsWriter } from "./logp
 import type { ServingModel } from "./model.ts";
 import { type CompletionRequest, samplingParamsFor } from "./sampling_params.ts";
 import type { Scheduler } from "./scheduler.ts";
-import type { SeqRequest, Sequence } from "./sequence.ts";
+import type { FinishReason, SeqRequest, Sequence } from "./sequence.ts";
 
 export interface ChoiceChunk {
   index: number;
@@ -43,6 +43,10 @@ export interface CompletionDeps {
   model: ServingModel;
   scheduler: Scheduler;
   tokenText: (id: number) => string;
+  /** The client's X-Request-Id: the response id becomes cmpl-<it> (as vLLM names it). */
+  requestId?: string | null;
+  /** Called once when every choice has finished (the request log line). */
+  onDone?: (run: CompletionRun) => void;
   /** The logprobs shape to write (default: the legacy completions one). */
   logprobsFormat?: (tokenText: (id: number) => string, topN: number) => LogprobsFormat<
     ChoiceLogprobs
@@ -50,8 +54,13 @@ export interface CompletionDeps {
 }
 
 export class CompletionRun {
-  readonly id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
+  readonly id: string;
   readonly created = Math.floor(Date.now() / 1000);
+  readonly startedAt = performance.now();
+  /** performance.now() of the first generated token of any choice. */
+  firstTokenAt: number | null = null;
+  /** How each candidate ended, in candidate order (the request log's status). */
+  readonly reasons: FinishReason[] = [];
   readonly req: CompletionRequest;
   readonly promptTokens: number;
   readonly deps: CompletionDeps;
@@ -66,6 +75,7 @@ export class CompletionRun {
 
   /** Submits every sequence at once; throws QueueFullError when the queue cannot take them. */
   constructor(deps: CompletionDeps, req: CompletionRequest, signal?: AbortSignal) {
+    this.id = `cmpl-${deps.requestId ?? crypto.randomUUID().replaceAll("-", "")}`;
     this.deps = deps;
     this.req = req;
     this.promptTokens = req.prompts.reduce((a, p) => a + p.length, 0);
@@ -145,7 +155,18 @@ export class CompletionRun {
     if (this.req.stream) this.#queue.push({ type: "chunk", chunk });
   }
 
-  choiceDone(choice: Choice): void {
+  /** The first token of any choice marks the request's time to first token. */
+  tokenArrived(): void {
+    this.firstTokenAt ??= performance.now();
+  }
+
+  /** The first error of any candidate, once the run has failed. */
+  get error(): Error | null {
+    return this.#error;
+  }
+
+  choiceDone(choice: Choice, reason: FinishReason): void {
+    this.reasons.push(reason);
     if (choice.error && !this.#error) {
       this.#error = choice.error;
       this.cancel();
@@ -158,6 +179,7 @@ export class CompletionRun {
     }
     this.#queue.close();
     this.#resolveDone();
+    this.deps.onDone?.(this);
   }
 
   #promptInfo(ids: number[], text: string | null): PromptInfo {

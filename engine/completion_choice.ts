@@ -35,6 +35,7 @@ export class Choice implements SeqSink {
   #text = "";
   #logprobs: ChoiceLogprobs | null;
   #finishReason: "stop" | "length" | null = null;
+  #held: ChoiceChunk | null = null; // the streamed chunk not sent yet (see #send)
 
   constructor(run: CompletionRun, prompt: PromptInfo, index: number) {
     this.#run = run;
@@ -50,6 +51,7 @@ export class Choice implements SeqSink {
   }
 
   onToken(out: SeqOutput): boolean {
+    this.#run.tokenArrived();
     this.completionTokens++;
     this.cumLogprob += out.logprob;
     this.#echo();
@@ -79,7 +81,8 @@ export class Choice implements SeqSink {
       else this.#out(r.release + this.#stop.flush(), reason, true);
     }
     this.#finished = true;
-    this.#run.choiceDone(this);
+    this.#flush();
+    this.#run.choiceDone(this, reason);
   }
 
   /** This candidate as a complete choice (non-streaming). */
@@ -127,12 +130,32 @@ export class Choice implements SeqSink {
 
   #send(text: string, entries: LogprobEntry[], finish: "stop" | "length" | null): void {
     this.#text += text;
+    const writer = this.#run.writer;
     let piece: ChoiceLogprobs | null = null;
-    if (this.#run.writer && this.#logprobs) {
-      piece = this.#run.writer.empty();
-      for (const e of entries) this.#run.writer.append(piece, e);
-      this.#run.writer.concat(this.#logprobs, piece);
+    if (writer && this.#logprobs) {
+      piece = writer.empty();
+      for (const e of entries) writer.append(piece, e);
+      writer.concat(this.#logprobs, piece);
     }
-    this.#run.emit({ index: this.#index, text, logprobs: piece, finish_reason: finish });
+    if (!this.#run.req.stream) return;
+    // A chunk waits until the scheduler's synchronous step is over: when the same step ends
+    // the choice, its last text and finish_reason go out together in one chunk, as vLLM
+    // streams them, instead of text followed by an empty finishing chunk.
+    const held = this.#held;
+    if (held) {
+      held.text += text;
+      if (writer && held.logprobs && piece) writer.concat(held.logprobs, piece);
+      held.finish_reason = finish;
+    } else {
+      this.#held = { index: this.#index, text, logprobs: piece, finish_reason: finish };
+      if (!finish) queueMicrotask(() => this.#flush());
+    }
+    if (finish) this.#flush();
+  }
+
+  #flush(): void {
+    const held = this.#held;
+    this.#held = null;
+    if (held) this.#run.emit(held);
   }
 }

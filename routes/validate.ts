@@ -32,6 +32,8 @@ export interface ValidationContext {
   maxStopIds: number;
   /** Most tokens one sequence of this kind fits in the KV pool. */
   capacityTokens: (kvBits: KvBits) => number;
+  /** The seed of a request that sends none (--seed), or null for a random one. */
+  defaultSeed?: () => number | null;
 }
 
 const MAX_SEQUENCES = 4096; // prompts x best_of in one request
@@ -138,7 +140,7 @@ export function validateCompletion(
     ignoreEos,
     stopTokenIds,
     logitBias: logitBias(b, ctx.vocabSize),
-    seed: seed as number | null,
+    seed: (seed as number | null) ?? ctx.defaultSeed?.() ?? null,
   };
 
   // Counted before any tokenization: a list of 100k prompts is refused cheaply.
