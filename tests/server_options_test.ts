@@ -1,8 +1,8 @@
-// main.ts option merging: fields passed explicitly as `undefined` keep their defaults (a
-// `maxNumSeqs: undefined` used to overwrite 256 and leave the server unable to admit anything).
+// main.ts options: merging (fields passed explicitly as `undefined` keep their defaults; a
+// `maxNumSeqs: undefined` used to overwrite 256) and the CLI flags parseCli checks.
 
 import assert from "node:assert/strict";
-import { DEFAULTS, resolveOptions, startServer } from "../main.ts";
+import { DEFAULTS, parseCli, resolveOptions, startServer } from "../main.ts";
 
 Deno.test("resolveOptions: undefined fields keep the defaults, set ones override", () => {
   const opts = resolveOptions({
@@ -44,4 +44,35 @@ Deno.test("startServer with maxNumSeqs: undefined serves a completion", async ()
   } finally {
     await srv.shutdown();
   }
+});
+
+Deno.test("CLI: --served-model-name takes several names, --seed/--log-level/ports are checked", () => {
+  const cli = parseCli([
+    "--served-model-name",
+    "a",
+    "b",
+    "--seed",
+    "7",
+    "--log-level",
+    "warning",
+    "--chat-template",
+    "t.jinja",
+  ]);
+  assert.notEqual(cli, "help");
+  assert.deepEqual(cli, {
+    servedModelNames: ["a", "b"],
+    seed: 7,
+    logLevel: "warning",
+    chatTemplate: "t.jinja",
+  });
+  for (
+    const bad of [
+      ["--port", "0x10"],
+      ["--port", "65536"],
+      ["--port", "8.0"],
+      ["--seed", "-1"],
+      ["--log-level", "loud"],
+      ["--served-model-name", ""],
+    ]
+  ) assert.throws(() => parseCli(bad), Error, bad.join(" "));
 });
