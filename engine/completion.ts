@@ -187,12 +187,12 @@ export class CompletionRun {
     if (!this.req.echo) return info;
     const tok = this.deps.model.tokenizer;
     if (this.req.logprobs !== null) {
-      const pieces = tokenPieces(tok, ids);
+      const pieces = tokenPieces(tok, ids, false); // an echoed prompt keeps its specials
       let at = 0;
       for (const p of pieces) info.offsets.push(at), at += codePoints(p);
       info.echoText = text ?? pieces.join("");
     } else {
-      info.echoText = text ?? tok.decode(ids, true);
+      info.echoText = text ?? tok.decode(ids, false); // token ids echo as decoded: specials kept
     }
     info.echoCp = codePoints(info.echoText);
     return info;

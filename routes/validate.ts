@@ -19,6 +19,7 @@ import {
   tokenId,
 } from "./validate_fields.ts";
 import { prompts } from "./validate_prompt.ts";
+import { refuseUnhonoured } from "./vllm_extras.ts";
 
 export { show } from "./validate_fields.ts";
 
@@ -78,6 +79,7 @@ export function validateCompletion(
   if (present(b, "suffix")) {
     throw badRequest("suffix", "'suffix' is not supported by this server.");
   }
+  refuseUnhonoured(b);
   if (present(b, "user") && typeof b.user !== "string") {
     throw badRequest("user", "'user' must be a string.");
   }

@@ -44,7 +44,12 @@ Deno.test("/tokenize, /detokenize and /tokenizer_info in vLLM's shapes", async (
     return { status: r.status, json: await r.json() };
   };
   let r = await post("/tokenize", { prompt: "hello!" });
-  assert.deepEqual(r.json, { count: 3, max_model_len: 2048, tokens: [BOS, 258, 33] });
+  assert.deepEqual(r.json, {
+    count: 3,
+    max_model_len: 2048,
+    tokens: [BOS, 258, 33],
+    token_strs: null,
+  });
   r = await post("/tokenize", {
     prompt: "hello!",
     add_special_tokens: false,
@@ -53,7 +58,7 @@ Deno.test("/tokenize, /detokenize and /tokenizer_info in vLLM's shapes", async (
   assert.deepEqual(r.json.tokens, [258, 33]);
   assert.deepEqual(r.json.token_strs, ["hello", "!"]);
   r = await post("/detokenize", { tokens: [BOS, 258, 33, EOS] });
-  assert.deepEqual(r.json, { prompt: "hello!" });
+  assert.deepEqual(r.json, { prompt: "<s>hello!</s>" });
   r = await post("/tokenize", { prompt: 5 });
   assert.equal(r.status, 400);
   assert.equal(r.json.error.param, "prompt");

@@ -1,0 +1,50 @@
+// vLLM's request extras that this server cannot honour yet. Clients (RL frameworks,
+// evaluators) send them expecting an effect, so each is refused with a 400 naming the field
+// rather than ignored; a field sent at its no-op value (false, null, the default) is accepted,
+// as are unknown fields with no effect, as vLLM does.
+
+import { ApiError } from "./errors.ts";
+import { type Body, isObject } from "./validate_fields.ts";
+
+/** Field -> whether the value asks for something, and why we cannot do it. */
+const UNHONOURED: Record<string, { asks: (v: unknown) => boolean; why: string }> = {
+  use_beam_search: {
+    asks: (v) => v === true,
+    why: "beam search needs forked sequences that share their parent's KV pages, which the " +
+      "page pool cannot do yet",
+  },
+  length_penalty: { asks: (v) => v !== 1, why: "it only applies to beam search" },
+  prompt_logprobs: { asks: () => true, why: "prompt logprobs are not computed" },
+  return_token_ids: { asks: (v) => v === true, why: "token ids are not returned yet" },
+  return_tokens_as_token_ids: {
+    asks: (v) => v === true,
+    why: "logprobs tokens are always written as text",
+  },
+  allowed_token_ids: { asks: () => true, why: "the sampler has no allow-list" },
+  truncate_prompt_tokens: { asks: () => true, why: "prompts are never truncated" },
+  truncation_side: { asks: () => true, why: "prompts are never truncated" },
+  guided_json: { asks: () => true, why: "guided decoding is not supported" },
+  guided_regex: { asks: () => true, why: "guided decoding is not supported" },
+  guided_choice: { asks: () => true, why: "guided decoding is not supported" },
+  guided_grammar: { asks: () => true, why: "guided decoding is not supported" },
+  structured_outputs: { asks: () => true, why: "guided decoding is not supported" },
+};
+
+function refuse(param: string, why: string): ApiError {
+  return new ApiError(400, `'${param}' is not supported by this server: ${why}.`, param);
+}
+
+/** Throws a 400 naming the first vLLM extra in `b` that asks for what we cannot do. */
+export function refuseUnhonoured(b: Body): void {
+  for (const [field, { asks, why }] of Object.entries(UNHONOURED)) {
+    const v = b[field];
+    if (v !== undefined && v !== null && asks(v)) throw refuse(field, why);
+  }
+  const so = b.stream_options;
+  if (isObject(so) && so.continuous_usage_stats === true) {
+    throw refuse(
+      "stream_options.continuous_usage_stats",
+      "usage is sent once, in the last chunk (stream_options.include_usage)",
+    );
+  }
+}
