@@ -30,7 +30,7 @@ export interface Usage {
 }
 
 export type StreamEvent =
-  | { type: "chunk"; chunk: ChoiceChunk }
+  | { type: "chunk"; chunk: ChoiceChunk; usage?: Usage }
   | { type: "usage"; usage: Usage }
   | { type: "error"; error: Error };
 
@@ -80,7 +80,8 @@ export class CompletionRun {
     this.req = req;
     this.promptTokens = req.prompts.reduce((a, p) => a + p.length, 0);
     const format = deps.logprobsFormat ?? ((t, n) => new LogprobsWriter(t, n));
-    this.writer = req.logprobs === null ? null : format(deps.tokenText, req.logprobs);
+    const tokenText = req.tokensAsIds ? (id: number) => `token_id:${id}` : deps.tokenText;
+    this.writer = req.logprobs === null ? null : format(tokenText, req.logprobs);
     this.#done = new Promise((r) => this.#resolveDone = r);
     const promptLogprobs = req.echo && req.logprobs !== null;
     const runEngine = req.maxTokens > 0 || promptLogprobs;
@@ -152,7 +153,10 @@ export class CompletionRun {
   }
 
   emit(chunk: ChoiceChunk): void {
-    if (this.req.stream) this.#queue.push({ type: "chunk", chunk });
+    if (!this.req.stream) return;
+    // continuous_usage_stats: the usage as of this chunk, taken now rather than when written.
+    const usage = this.req.continuousUsage ? this.usage() : undefined;
+    this.#queue.push({ type: "chunk", chunk, usage });
   }
 
   /** The first token of any choice marks the request's time to first token. */

@@ -19,6 +19,10 @@ export interface CompletionRequest {
   stop: string[];
   stream: boolean;
   includeUsage: boolean;
+  /** stream_options.continuous_usage_stats: every chunk carries the usage so far. */
+  continuousUsage: boolean;
+  /** return_tokens_as_token_ids: logprobs name tokens `token_id:N` instead of their text. */
+  tokensAsIds: boolean;
   temperature: number;
   topP: number;
   topK: number;
@@ -43,6 +47,8 @@ export const REQUEST_DEFAULTS: Omit<CompletionRequest, "prompts" | "promptTexts"
   stop: [],
   stream: false,
   includeUsage: false,
+  continuousUsage: false,
+  tokensAsIds: false,
   temperature: 1,
   topP: 1,
   topK: 0,

@@ -105,7 +105,8 @@ export function streamRun(
       const ev = got.value;
       let data: unknown;
       if (ev.type === "chunk") {
-        data = { ...head, choices: [chunk(ev.chunk)], ...usageNull };
+        const usage = ev.usage ? { usage: ev.usage } : usageNull;
+        data = { ...head, choices: [chunk(ev.chunk)], ...usage };
       } else if (ev.type === "usage") {
         data = { ...head, choices: [], usage: ev.usage };
       } else {

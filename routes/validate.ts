@@ -19,6 +19,7 @@ import {
   tokenId,
 } from "./validate_fields.ts";
 import { prompts } from "./validate_prompt.ts";
+import { truncate, truncationOf } from "./truncation.ts";
 import { refuseUnhonoured } from "./vllm_extras.ts";
 
 export { show } from "./validate_fields.ts";
@@ -85,6 +86,7 @@ export function validateCompletion(
   }
   const stream = boolean(b, "stream", false);
   let includeUsage = false;
+  let continuousUsage = false;
   if (present(b, "stream_options")) {
     const so = b.stream_options;
     if (typeof so !== "object" || Array.isArray(so)) {
@@ -94,6 +96,8 @@ export function validateCompletion(
       throw badRequest("stream_options", "'stream_options' is only allowed with stream=true.");
     }
     includeUsage = boolean(so as Body, "include_usage", false);
+    // As vLLM: usage in every chunk only together with include_usage.
+    continuousUsage = includeUsage && boolean(so as Body, "continuous_usage_stats", false);
   }
   const n = integer(b, "n", d.n, 1, 128);
   const bestOf = integer(b, "best_of", n, 1, 128);
@@ -131,6 +135,8 @@ export function validateCompletion(
     stop: stops(b),
     stream,
     includeUsage,
+    continuousUsage,
+    tokensAsIds: boolean(b, "return_tokens_as_token_ids", false),
     temperature: number(b, "temperature", d.temperature, 0, 2),
     topP: number(b, "top_p", d.topP, 0, 1, true),
     topK: topK < 0 ? 0 : topK,
@@ -153,10 +159,12 @@ export function validateCompletion(
       `At most ${MAX_SEQUENCES} sequences (prompts x best_of) per request.`,
     );
   }
-  const p = prompts(b, ctx);
-  req.prompts = p.ids;
-  req.promptTexts = p.texts;
-  const longest = Math.max(...p.ids.map((x) => x.length));
+  const cut = truncationOf(b, ctx.maxModelLen);
+  const p = prompts(b, ctx, cut !== null);
+  req.prompts = cut ? p.ids.map((ids) => truncate(ids, cut)) : p.ids;
+  // A truncated prompt echoes as its remaining tokens decode, not as the text sent.
+  req.promptTexts = p.texts.map((t, i) => req.prompts[i] === p.ids[i] ? t : null);
+  const longest = Math.max(...req.prompts.map((x) => x.length));
   // Like vLLM: an omitted max_tokens shrinks to what the context leaves.
   if (!maxTokensGiven) maxTokens = Math.max(0, Math.min(maxTokens, ctx.maxModelLen - longest));
   req.maxTokens = maxTokens;

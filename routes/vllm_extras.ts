@@ -4,7 +4,7 @@
 // as are unknown fields with no effect, as vLLM does.
 
 import { ApiError } from "./errors.ts";
-import { type Body, isObject } from "./validate_fields.ts";
+import type { Body } from "./validate_fields.ts";
 
 /** Field -> whether the value asks for something, and why we cannot do it. */
 const UNHONOURED: Record<string, { asks: (v: unknown) => boolean; why: string }> = {
@@ -16,13 +16,7 @@ const UNHONOURED: Record<string, { asks: (v: unknown) => boolean; why: string }>
   length_penalty: { asks: (v) => v !== 1, why: "it only applies to beam search" },
   prompt_logprobs: { asks: () => true, why: "prompt logprobs are not computed" },
   return_token_ids: { asks: (v) => v === true, why: "token ids are not returned yet" },
-  return_tokens_as_token_ids: {
-    asks: (v) => v === true,
-    why: "logprobs tokens are always written as text",
-  },
   allowed_token_ids: { asks: () => true, why: "the sampler has no allow-list" },
-  truncate_prompt_tokens: { asks: () => true, why: "prompts are never truncated" },
-  truncation_side: { asks: () => true, why: "prompts are never truncated" },
   guided_json: { asks: () => true, why: "guided decoding is not supported" },
   guided_regex: { asks: () => true, why: "guided decoding is not supported" },
   guided_choice: { asks: () => true, why: "guided decoding is not supported" },
@@ -39,12 +33,5 @@ export function refuseUnhonoured(b: Body): void {
   for (const [field, { asks, why }] of Object.entries(UNHONOURED)) {
     const v = b[field];
     if (v !== undefined && v !== null && asks(v)) throw refuse(field, why);
-  }
-  const so = b.stream_options;
-  if (isObject(so) && so.continuous_usage_stats === true) {
-    throw refuse(
-      "stream_options.continuous_usage_stats",
-      "usage is sent once, in the last chunk (stream_options.include_usage)",
-    );
   }
 }

@@ -1,6 +1,7 @@
-// vLLM request extras: the ones we cannot honour are a 400 naming the field (through the
-// official openai client, as clients send them), their no-op values are accepted; echo of
-// token-id prompts keeps special tokens.
+// vLLM request extras through the official openai client, as clients send them: the ones we
+// honour (return_tokens_as_token_ids, truncate_prompt_tokens + truncation_side,
+// stream_options.continuous_usage_stats), the ones we cannot (a 400 naming the field; their
+// no-op values pass), and echo of token-id prompts keeping special tokens.
 
 import assert from "node:assert/strict";
 import OpenAI from "openai";
@@ -22,15 +23,8 @@ const REFUSED: [Record<string, unknown>, string][] = [
   [{ prompt_logprobs: -1 }, "prompt_logprobs"],
   [{ prompt_logprobs: 2 }, "prompt_logprobs"],
   [{ return_token_ids: true }, "return_token_ids"],
-  [{ return_tokens_as_token_ids: true, logprobs: 1 }, "return_tokens_as_token_ids"],
   [{ allowed_token_ids: [1, 2] }, "allowed_token_ids"],
-  [{ truncate_prompt_tokens: 4 }, "truncate_prompt_tokens"],
-  [{ truncation_side: "left" }, "truncation_side"],
   [{ guided_json: { type: "object" } }, "guided_json"],
-  [
-    { stream: true, stream_options: { continuous_usage_stats: true } },
-    "stream_options.continuous_usage_stats",
-  ],
 ];
 
 Deno.test("vLLM extras we cannot honour are a 400 naming the field; no-op values pass", async () => {
@@ -52,7 +46,6 @@ Deno.test("vLLM extras we cannot honour are a 400 naming the field; no-op values
     use_beam_search: false,
     length_penalty: 1,
     return_token_ids: false,
-    return_tokens_as_token_ids: false,
     allowed_token_ids: null,
     prompt_logprobs: null,
   };
@@ -76,5 +69,83 @@ Deno.test("echo of a token-id prompt keeps its special tokens, as the tokenizer 
     });
     assert.equal(r.choices[0].text, "<s>hello!", `logprobs ${logprobs}`);
   }
+  await t.close();
+});
+
+Deno.test("return_tokens_as_token_ids names logprobs tokens token_id:N", async () => {
+  const t = makeTestApp();
+  const r = await clientFor(t).completions.create({
+    model: "fake-model",
+    prompt: "hello",
+    max_tokens: 3,
+    logprobs: 2,
+    echo: true,
+    return_tokens_as_token_ids: true,
+  } as never) as OpenAI.Completion;
+  const lp = r.choices[0].logprobs!;
+  assert.equal(lp.tokens!.length, 2 + 3);
+  assert.equal(lp.tokens![0], `token_id:${BOS}`);
+  for (const tok of lp.tokens!) assert.match(tok, /^token_id:\d+$/);
+  for (const top of lp.top_logprobs!.slice(1)) {
+    for (const k of Object.keys(top!)) assert.match(k, /^token_id:\d+$/);
+  }
+  await t.close();
+});
+
+Deno.test("truncate_prompt_tokens keeps the last k tokens (or the first k, side right)", async () => {
+  const t = makeTestApp();
+  const client = clientFor(t);
+  const ask = (extra: Record<string, unknown>) =>
+    client.completions.create({
+      model: "fake-model",
+      prompt: [BOS, 258, 33],
+      echo: true,
+      max_tokens: 0,
+      ...extra,
+    } as never) as Promise<OpenAI.Completion>;
+  let r = await ask({ truncate_prompt_tokens: 2 });
+  assert.equal(r.choices[0].text, "hello!");
+  assert.equal(r.usage!.prompt_tokens, 2);
+  r = await ask({ truncate_prompt_tokens: 2, truncation_side: "right" });
+  assert.equal(r.choices[0].text, "<s>hello");
+  r = await ask({ truncate_prompt_tokens: -1 });
+  assert.equal(r.choices[0].text, "<s>hello!");
+  // A text prompt longer than the context (2048) is served once truncated.
+  const long = await client.completions.create({
+    model: "fake-model",
+    prompt: "x".repeat(5000),
+    max_tokens: 2,
+    truncate_prompt_tokens: 100,
+  } as never) as OpenAI.Completion;
+  assert.equal(long.usage!.prompt_tokens, 100);
+  for (const bad of [{ truncate_prompt_tokens: 0 }, { truncate_prompt_tokens: 4096 }]) {
+    const err = await ask(bad).then(() => null, (e) => e);
+    assert.ok(err instanceof OpenAI.BadRequestError, JSON.stringify(bad));
+    assert.equal(err.param, "truncate_prompt_tokens");
+  }
+  const side = await ask({ truncation_side: "middle" }).then(() => null, (e) => e);
+  assert.equal(side?.param, "truncation_side");
+  await t.close();
+});
+
+Deno.test("continuous_usage_stats: every chunk carries the usage so far", async () => {
+  const t = makeTestApp();
+  const s = await clientFor(t).completions.create({
+    model: "fake-model",
+    prompt: "hello",
+    max_tokens: 4,
+    stream: true,
+    stream_options: { include_usage: true, continuous_usage_stats: true },
+  } as never) as unknown as AsyncIterable<OpenAI.Completion>;
+  const seen: number[] = [];
+  let final: OpenAI.CompletionUsage | undefined;
+  for await (const chunk of s) {
+    assert.ok(chunk.usage, JSON.stringify(chunk));
+    assert.equal(chunk.usage.prompt_tokens, 2);
+    if (chunk.choices.length === 0) final = chunk.usage;
+    else seen.push(chunk.usage.completion_tokens);
+  }
+  assert.deepEqual(seen, [1, 2, 3, 4]);
+  assert.deepEqual(final, { prompt_tokens: 2, completion_tokens: 4, total_tokens: 6 });
   await t.close();
 });
