@@ -18,6 +18,10 @@ export interface ChoiceChunk {
   text: string;
   logprobs: ChoiceLogprobs | null;
   finish_reason: "stop" | "length" | null;
+  /** return_token_ids: the prompt's ids (a choice's first chunk, or the whole choice). */
+  prompt_token_ids?: number[];
+  /** return_token_ids: the generated ids this chunk carries (every one, stop string's too). */
+  token_ids?: number[];
 }
 
 /** Legacy for /v1/completions; chat when CompletionDeps.logprobsFormat says so. */

@@ -36,6 +36,9 @@ export class Choice implements SeqSink {
   #logprobs: ChoiceLogprobs | null;
   #finishReason: "stop" | "length" | null = null;
   #held: ChoiceChunk | null = null; // the streamed chunk not sent yet (see #send)
+  #genIds: number[] = []; // every generated id (return_token_ids)
+  #sentIds = 0; // how many of #genIds went out in chunks
+  #sentPromptIds = false;
 
   constructor(run: CompletionRun, prompt: PromptInfo, index: number) {
     this.#run = run;
@@ -55,6 +58,7 @@ export class Choice implements SeqSink {
     this.completionTokens++;
     this.cumLogprob += out.logprob;
     this.#echo();
+    this.#genIds.push(out.token);
     const delta = this.#detok.push(out.token);
     this.#pending.push({
       id: out.token,
@@ -87,12 +91,24 @@ export class Choice implements SeqSink {
 
   /** This candidate as a complete choice (non-streaming). */
   final(index: number): ChoiceChunk {
-    return {
+    const out: ChoiceChunk = {
       index,
       text: this.#text,
       logprobs: this.#logprobs,
       finish_reason: this.#finishReason,
     };
+    if (!this.#run.req.returnTokenIds) return out;
+    return { ...out, prompt_token_ids: this.#prompt.ids, token_ids: this.#genIds };
+  }
+
+  /** return_token_ids: the ids a streamed chunk carries (the prompt's in the first one). */
+  #idFields(): Partial<ChoiceChunk> {
+    if (!this.#run.req.returnTokenIds) return {};
+    const ids = this.#genIds.slice(this.#sentIds);
+    this.#sentIds = this.#genIds.length;
+    if (this.#sentPromptIds) return { token_ids: ids };
+    this.#sentPromptIds = true;
+    return { prompt_token_ids: this.#prompt.ids, token_ids: ids };
   }
 
   /** The echoed prompt (and its logprobs) goes out before the first generated text. */
@@ -142,12 +158,15 @@ export class Choice implements SeqSink {
     // the choice, its last text and finish_reason go out together in one chunk, as vLLM
     // streams them, instead of text followed by an empty finishing chunk.
     const held = this.#held;
+    const ids = this.#idFields();
     if (held) {
       held.text += text;
       if (writer && held.logprobs && piece) writer.concat(held.logprobs, piece);
       held.finish_reason = finish;
+      if (ids.token_ids) held.token_ids = [...(held.token_ids ?? []), ...ids.token_ids];
     } else {
-      this.#held = { index: this.#index, text, logprobs: piece, finish_reason: finish };
+      const chunk = { index: this.#index, text, logprobs: piece, finish_reason: finish };
+      this.#held = { ...chunk, ...ids };
       if (!finish) queueMicrotask(() => this.#flush());
     }
     if (finish) this.#flush();

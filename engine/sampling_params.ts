@@ -23,6 +23,8 @@ export interface CompletionRequest {
   continuousUsage: boolean;
   /** return_tokens_as_token_ids: logprobs name tokens `token_id:N` instead of their text. */
   tokensAsIds: boolean;
+  /** return_token_ids: choices carry prompt_token_ids and token_ids. */
+  returnTokenIds: boolean;
   temperature: number;
   topP: number;
   topK: number;
@@ -49,6 +51,7 @@ export const REQUEST_DEFAULTS: Omit<CompletionRequest, "prompts" | "promptTexts"
   includeUsage: false,
   continuousUsage: false,
   tokensAsIds: false,
+  returnTokenIds: false,
   temperature: 1,
   topP: 1,
   topK: 0,

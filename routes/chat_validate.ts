@@ -61,6 +61,12 @@ export function parseMessages(v: unknown): ChatMessage[] {
 }
 
 function unsupported(b: Body): void {
+  if (b.return_token_ids === true) {
+    throw badRequest(
+      "return_token_ids",
+      "'return_token_ids' is supported on /v1/completions only, not on chat completions.",
+    );
+  }
   if (Array.isArray(b.tools) && b.tools.length > 0) {
     throw badRequest("tools", "'tools' (function calling) is not supported by this server.");
   }

@@ -137,6 +137,7 @@ export function validateCompletion(
     includeUsage,
     continuousUsage,
     tokensAsIds: boolean(b, "return_tokens_as_token_ids", false),
+    returnTokenIds: boolean(b, "return_token_ids", false),
     temperature: number(b, "temperature", d.temperature, 0, 2),
     topP: number(b, "top_p", d.topP, 0, 1, true),
     topK: topK < 0 ? 0 : topK,

@@ -1,13 +1,16 @@
 // vLLM request extras through the official openai client, as clients send them: the ones we
-// honour (return_tokens_as_token_ids, truncate_prompt_tokens + truncation_side,
+// honour (return_token_ids, return_tokens_as_token_ids, truncate_prompt_tokens + truncation_side,
 // stream_options.continuous_usage_stats), the ones we cannot (a 400 naming the field; their
 // no-op values pass), and echo of token-id prompts keeping special tokens.
 
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import { ChatTemplate } from "../models/chat_template.ts";
 import { BOS, makeTestApp } from "./fake_engine.ts";
 
+/** The openai client over the fake-engine app (whose model gets a chat template). */
 function clientFor(t: ReturnType<typeof makeTestApp>): OpenAI {
+  t.state.ready!.model.chatTemplate = new ChatTemplate("{{ messages[0].content }}", "<s>", "</s>");
   return new OpenAI({
     baseURL: "http://test/v1",
     apiKey: "unused",
@@ -22,7 +25,6 @@ const REFUSED: [Record<string, unknown>, string][] = [
   [{ length_penalty: 0.5 }, "length_penalty"],
   [{ prompt_logprobs: -1 }, "prompt_logprobs"],
   [{ prompt_logprobs: 2 }, "prompt_logprobs"],
-  [{ return_token_ids: true }, "return_token_ids"],
   [{ allowed_token_ids: [1, 2] }, "allowed_token_ids"],
   [{ guided_json: { type: "object" } }, "guided_json"],
 ];
@@ -41,11 +43,11 @@ Deno.test("vLLM extras we cannot honour are a 400 naming the field; no-op values
       { model: "fake-model", messages: [{ role: "user", content: "hi" }], ...extra } as never,
     ).then(() => null, (e) => e);
     assert.ok(chat instanceof OpenAI.BadRequestError, `chat ${param}: ${chat}`);
+    assert.equal(chat.param, param);
   }
   const noOps = {
     use_beam_search: false,
     length_penalty: 1,
-    return_token_ids: false,
     allowed_token_ids: null,
     prompt_logprobs: null,
   };
@@ -147,5 +149,41 @@ Deno.test("continuous_usage_stats: every chunk carries the usage so far", async 
   }
   assert.deepEqual(seen, [1, 2, 3, 4]);
   assert.deepEqual(final, { prompt_tokens: 2, completion_tokens: 4, total_tokens: 6 });
+  await t.close();
+});
+
+Deno.test("return_token_ids: prompt_token_ids and token_ids, whole or per chunk", async () => {
+  const t = makeTestApp();
+  const client = clientFor(t);
+  const body = {
+    model: "fake-model",
+    prompt: "hello!",
+    max_tokens: 5,
+    temperature: 0,
+    return_token_ids: true,
+  };
+  const whole = await client.completions.create(body as never) as OpenAI.Completion;
+  // deno-lint-ignore no-explicit-any
+  const c = whole.choices[0] as any;
+  assert.deepEqual(c.prompt_token_ids, [BOS, 258, 33]);
+  assert.equal(c.token_ids.length, 5);
+  const s = await client.completions.create(
+    { ...body, stream: true } as never,
+  ) as unknown as AsyncIterable<OpenAI.Completion>;
+  // deno-lint-ignore no-explicit-any
+  const chunks: any[] = [];
+  for await (const chunk of s) chunks.push(...chunk.choices);
+  assert.deepEqual(chunks[0].prompt_token_ids, [BOS, 258, 33]);
+  assert.ok(chunks.slice(1).every((x) => x.prompt_token_ids === undefined));
+  assert.deepEqual(chunks.flatMap((x) => x.token_ids), c.token_ids);
+  assert.equal(chunks.map((x) => x.text).join(""), whole.choices[0].text);
+  const chat = await client.chat.completions.create(
+    {
+      model: "fake-model",
+      messages: [{ role: "user", content: "hi" }],
+      return_token_ids: true,
+    } as never,
+  ).then(() => null, (e) => e);
+  assert.equal(chat?.param, "return_token_ids");
   await t.close();
 });
