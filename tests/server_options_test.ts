@@ -2,6 +2,7 @@
 // `maxNumSeqs: undefined` used to overwrite 256) and the CLI flags parseCli checks.
 
 import assert from "node:assert/strict";
+import OpenAI from "openai";
 import { DEFAULTS, parseCli, resolveOptions, startServer } from "../main.ts";
 
 Deno.test("resolveOptions: undefined fields keep the defaults, set ones override", () => {
@@ -75,4 +76,44 @@ Deno.test("CLI: --served-model-name takes several names, --seed/--log-level/port
       ["--served-model-name", ""],
     ]
   ) assert.throws(() => parseCli(bad), Error, bad.join(" "));
+});
+
+Deno.test("--chat-template serves chat on a model without one; --seed makes unseeded runs repeat", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/t.jinja`;
+  await Deno.writeTextFile(file, "{{ bos_token }}User: {{ messages[0].content }}\nBot:");
+  const texts: string[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const srv = startServer({
+        port: 0,
+        backend: "cpu",
+        quiet: true,
+        chatTemplate: file,
+        seed: 11,
+        servedModelNames: ["tiny-a", "tiny-b"],
+      });
+      try {
+        await srv.ready;
+        const client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: "x", maxRetries: 0 });
+        assert.deepEqual((await client.models.list()).data.map((m) => m.id), ["tiny-a"]);
+        const chat = await client.chat.completions.create({
+          model: "tiny-b",
+          messages: [{ role: "user", content: "Once upon a time" }],
+          max_tokens: 12,
+          temperature: 1,
+        });
+        texts.push(chat.choices[0].message.content ?? "");
+        const named = await client.completions.create({ model: "demo", prompt: "a", max_tokens: 1 })
+          .then(() => null, (e) => e);
+        assert.ok(named instanceof OpenAI.NotFoundError, "only the served names are accepted");
+      } finally {
+        await srv.shutdown();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  assert.equal(texts[0], texts[1], "the same --seed, the same sampled text");
+  assert.ok(texts[0].length > 0);
 });
