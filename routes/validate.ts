@@ -7,6 +7,7 @@ import { type CompletionRequest, REQUEST_DEFAULTS } from "../engine/sampling_par
 import { KV_BITS, type KvBits } from "../engine/types.ts";
 import { ApiError, badRequest } from "./errors.ts";
 import {
+  allowOnly,
   type Body,
   boolean,
   integer,
@@ -148,7 +149,7 @@ export function validateCompletion(
     minTokens,
     ignoreEos,
     stopTokenIds,
-    logitBias: logitBias(b, ctx.vocabSize),
+    logitBias: allowOnly(b, ctx.vocabSize, logitBias(b, ctx.vocabSize)),
     seed: (seed as number | null) ?? ctx.defaultSeed?.() ?? null,
   };
 

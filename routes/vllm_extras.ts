@@ -15,7 +15,6 @@ const UNHONOURED: Record<string, { asks: (v: unknown) => boolean; why: string }>
   },
   length_penalty: { asks: (v) => v !== 1, why: "it only applies to beam search" },
   prompt_logprobs: { asks: () => true, why: "prompt logprobs are not computed" },
-  allowed_token_ids: { asks: () => true, why: "the sampler has no allow-list" },
   guided_json: { asks: () => true, why: "guided decoding is not supported" },
   guided_regex: { asks: () => true, why: "guided decoding is not supported" },
   guided_choice: { asks: () => true, why: "guided decoding is not supported" },

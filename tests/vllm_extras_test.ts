@@ -1,10 +1,11 @@
 // vLLM request extras through the official openai client, as clients send them: the ones we
-// honour (return_token_ids, return_tokens_as_token_ids, truncate_prompt_tokens + truncation_side,
+// honour (return_token_ids, return_tokens_as_token_ids, allowed_token_ids, truncate_prompt_tokens + truncation_side,
 // stream_options.continuous_usage_stats), the ones we cannot (a 400 naming the field; their
 // no-op values pass), and echo of token-id prompts keeping special tokens.
 
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import { startServer } from "../main.ts";
 import { ChatTemplate } from "../models/chat_template.ts";
 import { BOS, makeTestApp } from "./fake_engine.ts";
 
@@ -25,7 +26,6 @@ const REFUSED: [Record<string, unknown>, string][] = [
   [{ length_penalty: 0.5 }, "length_penalty"],
   [{ prompt_logprobs: -1 }, "prompt_logprobs"],
   [{ prompt_logprobs: 2 }, "prompt_logprobs"],
-  [{ allowed_token_ids: [1, 2] }, "allowed_token_ids"],
   [{ guided_json: { type: "object" } }, "guided_json"],
 ];
 
@@ -186,4 +186,35 @@ Deno.test("return_token_ids: prompt_token_ids and token_ids, whole or per chunk"
   ).then(() => null, (e) => e);
   assert.equal(chat?.param, "return_token_ids");
   await t.close();
+});
+
+Deno.test("allowed_token_ids: the demo model samples only those tokens; a bad list is a 400", async () => {
+  const srv = startServer({ model: "demo", port: 0, backend: "cpu", quiet: true });
+  try {
+    await srv.ready;
+    const client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: "x", maxRetries: 0 });
+    const allowed = [70, 80, 90, 1000];
+    const r = await client.completions.create({
+      model: "demo",
+      prompt: "Once upon a time",
+      max_tokens: 24,
+      temperature: 1.5,
+      ignore_eos: true,
+      allowed_token_ids: allowed,
+      logit_bias: { "90": 5 },
+      return_token_ids: true,
+    } as never) as OpenAI.Completion;
+    // deno-lint-ignore no-explicit-any
+    const ids: number[] = (r.choices[0] as any).token_ids;
+    assert.equal(ids.length, 24);
+    assert.ok(ids.every((id) => allowed.includes(id)), JSON.stringify(ids));
+    for (const bad of [[], [1e9], "70"]) {
+      const err = await client.completions.create(
+        { model: "demo", prompt: "a", max_tokens: 1, allowed_token_ids: bad } as never,
+      ).then(() => null, (e) => e);
+      assert.equal(err?.param, "allowed_token_ids", JSON.stringify(bad));
+    }
+  } finally {
+    await srv.shutdown();
+  }
 });
