@@ -129,6 +129,12 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
         const need = (bos === null ? ctx : ctx - 1) * o.windows;
         const ids = tokenizePrefix((s) => m.tokenizer.encode(s), o.text, need);
         windows = makeWindows(ids, ctx, o.windows, bos);
+        if (windows.length < o.windows) {
+          console.error(
+            `eval: --windows ${o.windows}: the text holds ${windows.length} full windows of ` +
+              `${ctx} tokens; using ${windows.length}`,
+          );
+        }
         const perVariant = windows.reduce((s, w) => s + w.length - 1, 0);
         const total = perVariant * (1 + variants.reduce((s, x) => s + x.bits.length, 0));
         if (o.progress !== false) bar = progressBar("eval", total);

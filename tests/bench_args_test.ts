@@ -72,3 +72,21 @@ Deno.test("bench --help and eval --help print usage; bad eval values exit 1 nami
   assert.equal(b.code, 1);
   assert.match(b.stderr, /--concurrency must be an integer >= 1/);
 });
+
+Deno.test("eval: fewer full windows in the text than --windows asks is said, then run", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const text = `${dir}/short.txt`;
+    await Deno.writeTextFile(text, "The dog ran to the park and back again. ".repeat(40));
+    const r = await run("eval.ts", [
+      ...["--text", text, "--ctx", "64", "--windows", "1000", "--kv-bits", "16"],
+      ...["--backend", "cpu", "--no-progress"],
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /--windows 1000: the text holds (\d+) full windows of 64 tokens/);
+    const n = /holds (\d+) full windows/.exec(r.stderr)![1];
+    assert.match(r.stdout, new RegExp(`ctx 64 \\| ${n} windows`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
