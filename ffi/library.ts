@@ -115,7 +115,7 @@ async function newestSource(dir: string): Promise<number> {
 }
 
 /** What a first start is about to do, since it takes a while and happens only once. */
-async function buildMessage(path: string): Promise<string> {
+export async function buildMessage(path: string): Promise<string> {
   const nvcc = await new Deno.Command("sh", { args: ["-c", "command -v nvcc"], stdout: "piped" })
     .output().then((o) => new TextDecoder().decode(o.stdout).trim(), () => "");
   const what = nvcc

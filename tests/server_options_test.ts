@@ -117,3 +117,24 @@ Deno.test("--chat-template serves chat on a model without one; --seed makes unse
   assert.equal(texts[0], texts[1], "the same --seed, the same sampled text");
   assert.ok(texts[0].length > 0);
 });
+
+Deno.test("--max-model-len beyond the model's context is an error; --threads beyond the cores warns", async () => {
+  const lines: string[] = [];
+  const orig = console.error;
+  console.error = (...a: unknown[]) => lines.push(a.join(" "));
+  try {
+    const threads = navigator.hardwareConcurrency + 1;
+    const srv = startServer({ port: 0, backend: "cpu", logLevel: "warning", threads });
+    await srv.ready;
+    await srv.shutdown();
+    assert.ok(
+      lines.some((l) => l.includes(`WARNING --threads ${threads} is more than this machine's`)),
+      lines.join("\n"),
+    );
+    const long = startServer({ port: 0, backend: "cpu", quiet: true, maxModelLen: 1 << 20 });
+    await assert.rejects(long.ready, /--max-model-len 1048576 is longer than the model's context/);
+    await long.shutdown();
+  } finally {
+    console.error = orig;
+  }
+});
