@@ -9,6 +9,7 @@ import { Choice, type PromptInfo } from "./completion_choice.ts";
 import { codePoints, tokenPieces } from "./detokenizer.ts";
 import { type LegacyLogprobs, type LogprobsFormat, LogprobsWriter } from "./logprobs.ts";
 import type { ServingModel } from "./model.ts";
+import type { PromptLogprobs } from "./prompt_logprobs.ts";
 import { type CompletionRequest, samplingParamsFor } from "./sampling_params.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { FinishReason, SeqRequest, Sequence } from "./sequence.ts";
@@ -22,6 +23,8 @@ export interface ChoiceChunk {
   prompt_token_ids?: number[];
   /** return_token_ids: the generated ids this chunk carries (every one, stop string's too). */
   token_ids?: number[];
+  /** prompt_logprobs (a choice's first chunk, or the whole choice). */
+  prompt_logprobs?: PromptLogprobs;
 }
 
 /** Legacy for /v1/completions; chat when CompletionDeps.logprobsFormat says so. */
@@ -69,6 +72,8 @@ export class CompletionRun {
   readonly promptTokens: number;
   readonly deps: CompletionDeps;
   readonly writer: LogprobsFormat<ChoiceLogprobs> | null;
+  /** How logprobs name a token: its text, or token_id:N (return_tokens_as_token_ids). */
+  readonly tokenText: (id: number) => string;
   #choices: Choice[] = [];
   #seqs: Sequence[] = [];
   #queue = new AsyncQueue<StreamEvent>();
@@ -84,10 +89,10 @@ export class CompletionRun {
     this.req = req;
     this.promptTokens = req.prompts.reduce((a, p) => a + p.length, 0);
     const format = deps.logprobsFormat ?? ((t, n) => new LogprobsWriter(t, n));
-    const tokenText = req.tokensAsIds ? (id: number) => `token_id:${id}` : deps.tokenText;
-    this.writer = req.logprobs === null ? null : format(tokenText, req.logprobs);
+    this.tokenText = req.tokensAsIds ? (id: number) => `token_id:${id}` : deps.tokenText;
+    this.writer = req.logprobs === null ? null : format(this.tokenText, req.logprobs);
     this.#done = new Promise((r) => this.#resolveDone = r);
-    const promptLogprobs = req.echo && req.logprobs !== null;
+    const promptLogprobs = (req.echo && req.logprobs !== null) || req.promptLogprobs !== null;
     const runEngine = req.maxTokens > 0 || promptLogprobs;
     const seqReqs: SeqRequest[] = [];
     req.prompts.forEach((ids, p) => {
@@ -102,7 +107,7 @@ export class CompletionRun {
           params: samplingParamsFor(req, ids.length, c, deps.model.eosIds),
           maxTokens: req.maxTokens,
           promptLogprobs,
-          topN: req.logprobs ?? 0,
+          topN: Math.max(req.logprobs ?? 0, req.promptLogprobs ?? 0),
           sink: choice,
         });
       }

@@ -5,6 +5,7 @@
 import type { ChoiceChunk, ChoiceLogprobs, CompletionRun } from "./completion.ts";
 import { codePoints, IncrementalDetokenizer } from "./detokenizer.ts";
 import type { LogprobEntry } from "./logprobs.ts";
+import { promptLogprobs } from "./prompt_logprobs.ts";
 import type { FinishReason, SeqSink } from "./sequence.ts";
 import { StopMatcher } from "./stop.ts";
 import type { PositionLogprob, SeqOutput } from "./types.ts";
@@ -39,6 +40,7 @@ export class Choice implements SeqSink {
   #genIds: number[] = []; // every generated id (return_token_ids)
   #sentIds = 0; // how many of #genIds went out in chunks
   #sentPromptIds = false;
+  #sentFirst = false; // a streamed choice's first chunk went out (prompt_logprobs ride on it)
 
   constructor(run: CompletionRun, prompt: PromptInfo, index: number) {
     this.#run = run;
@@ -97,11 +99,18 @@ export class Choice implements SeqSink {
       logprobs: this.#logprobs,
       finish_reason: this.#finishReason,
     };
-    if (!this.#run.req.returnTokenIds) return out;
-    return { ...out, prompt_token_ids: this.#prompt.ids, token_ids: this.#genIds };
+    return { ...out, ...this.#promptFields(), ...this.#idFields() };
   }
 
-  /** return_token_ids: the ids a streamed chunk carries (the prompt's in the first one). */
+  /** prompt_logprobs, when asked for (the whole choice, or a streamed choice's first chunk). */
+  #promptFields(): Partial<ChoiceChunk> {
+    const { promptLogprobs: topN } = this.#run.req;
+    if (topN === null) return {};
+    const ids = this.#prompt.ids;
+    return { prompt_logprobs: promptLogprobs(ids, this.#promptLp, topN, this.#run.tokenText) };
+  }
+
+  /** return_token_ids: the ids not sent yet (all of them first), the prompt's the first time. */
   #idFields(): Partial<ChoiceChunk> {
     if (!this.#run.req.returnTokenIds) return {};
     const ids = this.#genIds.slice(this.#sentIds);
@@ -158,6 +167,8 @@ export class Choice implements SeqSink {
     // the choice, its last text and finish_reason go out together in one chunk, as vLLM
     // streams them, instead of text followed by an empty finishing chunk.
     const held = this.#held;
+    const first = this.#sentFirst ? {} : this.#promptFields();
+    this.#sentFirst = true;
     const ids = this.#idFields();
     if (held) {
       held.text += text;
@@ -166,7 +177,7 @@ export class Choice implements SeqSink {
       if (ids.token_ids) held.token_ids = [...(held.token_ids ?? []), ...ids.token_ids];
     } else {
       const chunk = { index: this.#index, text, logprobs: piece, finish_reason: finish };
-      this.#held = { ...chunk, ...ids };
+      this.#held = { ...chunk, ...first, ...ids };
       if (!finish) queueMicrotask(() => this.#flush());
     }
     if (finish) this.#flush();

@@ -25,6 +25,8 @@ export interface CompletionRequest {
   tokensAsIds: boolean;
   /** return_token_ids: choices carry prompt_token_ids and token_ids. */
   returnTokenIds: boolean;
+  /** prompt_logprobs: top-N per prompt position (0..20), or null for none. */
+  promptLogprobs: number | null;
   temperature: number;
   topP: number;
   topK: number;
@@ -52,6 +54,7 @@ export const REQUEST_DEFAULTS: Omit<CompletionRequest, "prompts" | "promptTexts"
   continuousUsage: false,
   tokensAsIds: false,
   returnTokenIds: false,
+  promptLogprobs: null,
   temperature: 1,
   topP: 1,
   topK: 0,

@@ -61,11 +61,13 @@ export function parseMessages(v: unknown): ChatMessage[] {
 }
 
 function unsupported(b: Body): void {
-  if (b.return_token_ids === true) {
-    throw badRequest(
-      "return_token_ids",
-      "'return_token_ids' is supported on /v1/completions only, not on chat completions.",
-    );
+  for (const field of ["return_token_ids", "prompt_logprobs"]) {
+    if (b[field] !== undefined && b[field] !== null && b[field] !== false) {
+      throw badRequest(
+        field,
+        `'${field}' is supported on /v1/completions only, not on chat completions.`,
+      );
+    }
   }
   if (Array.isArray(b.tools) && b.tools.length > 0) {
     throw badRequest("tools", "'tools' (function calling) is not supported by this server.");

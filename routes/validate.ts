@@ -21,7 +21,7 @@ import {
 } from "./validate_fields.ts";
 import { prompts } from "./validate_prompt.ts";
 import { truncate, truncationOf } from "./truncation.ts";
-import { refuseUnhonoured } from "./vllm_extras.ts";
+import { promptLogprobsOf, refuseUnhonoured } from "./vllm_extras.ts";
 
 export { show } from "./validate_fields.ts";
 
@@ -139,6 +139,7 @@ export function validateCompletion(
     continuousUsage,
     tokensAsIds: boolean(b, "return_tokens_as_token_ids", false),
     returnTokenIds: boolean(b, "return_token_ids", false),
+    promptLogprobs: promptLogprobsOf(b),
     temperature: number(b, "temperature", d.temperature, 0, 2),
     topP: number(b, "top_p", d.topP, 0, 1, true),
     topK: topK < 0 ? 0 : topK,

@@ -14,7 +14,6 @@ const UNHONOURED: Record<string, { asks: (v: unknown) => boolean; why: string }>
       "page pool cannot do yet",
   },
   length_penalty: { asks: (v) => v !== 1, why: "it only applies to beam search" },
-  prompt_logprobs: { asks: () => true, why: "prompt logprobs are not computed" },
   guided_json: { asks: () => true, why: "guided decoding is not supported" },
   guided_regex: { asks: () => true, why: "guided decoding is not supported" },
   guided_choice: { asks: () => true, why: "guided decoding is not supported" },
@@ -32,4 +31,17 @@ export function refuseUnhonoured(b: Body): void {
     const v = b[field];
     if (v !== undefined && v !== null && asks(v)) throw refuse(field, why);
   }
+}
+
+/** prompt_logprobs: 0..20 alternatives per prompt position; -1 (the whole vocabulary) is refused. */
+export function promptLogprobsOf(b: Body): number | null {
+  const v = b.prompt_logprobs;
+  if (v === undefined || v === null) return null;
+  if (v === -1) {
+    throw refuse("prompt_logprobs", "-1 (the whole vocabulary) is too many; ask 0 to 20");
+  }
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 20) {
+    throw new ApiError(400, "'prompt_logprobs' must be an integer in [0, 20].", "prompt_logprobs");
+  }
+  return v;
 }

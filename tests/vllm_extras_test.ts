@@ -1,5 +1,5 @@
 // vLLM request extras through the official openai client, as clients send them: the ones we
-// honour (return_token_ids, return_tokens_as_token_ids, allowed_token_ids, truncate_prompt_tokens + truncation_side,
+// honour (return_token_ids, return_tokens_as_token_ids, allowed_token_ids, prompt_logprobs, truncate_prompt_tokens + truncation_side,
 // stream_options.continuous_usage_stats), the ones we cannot (a 400 naming the field; their
 // no-op values pass), and echo of token-id prompts keeping special tokens.
 
@@ -24,8 +24,6 @@ function clientFor(t: ReturnType<typeof makeTestApp>): OpenAI {
 const REFUSED: [Record<string, unknown>, string][] = [
   [{ use_beam_search: true, n: 2 }, "use_beam_search"],
   [{ length_penalty: 0.5 }, "length_penalty"],
-  [{ prompt_logprobs: -1 }, "prompt_logprobs"],
-  [{ prompt_logprobs: 2 }, "prompt_logprobs"],
   [{ guided_json: { type: "object" } }, "guided_json"],
 ];
 
@@ -213,6 +211,55 @@ Deno.test("allowed_token_ids: the demo model samples only those tokens; a bad li
         { model: "demo", prompt: "a", max_tokens: 1, allowed_token_ids: bad } as never,
       ).then(() => null, (e) => e);
       assert.equal(err?.param, "allowed_token_ids", JSON.stringify(bad));
+    }
+  } finally {
+    await srv.shutdown();
+  }
+});
+
+Deno.test("prompt_logprobs on the demo model: the echo's logprobs, in vLLM's shape", async () => {
+  const srv = startServer({ model: "demo", port: 0, backend: "cpu", quiet: true });
+  try {
+    await srv.ready;
+    const client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: "x", maxRetries: 0 });
+    const base = { model: "demo", prompt: "The quick brown fox", temperature: 0 };
+    const echo = await client.completions.create({
+      ...base,
+      max_tokens: 0,
+      echo: true,
+      logprobs: 3,
+    });
+    const lp = echo.choices[0].logprobs!;
+    const r = await client.completions.create(
+      { ...base, max_tokens: 2, prompt_logprobs: 3, return_token_ids: true } as never,
+    ) as OpenAI.Completion;
+    // deno-lint-ignore no-explicit-any
+    const c = r.choices[0] as any;
+    const ids: number[] = c.prompt_token_ids;
+    assert.equal(c.prompt_logprobs.length, ids.length);
+    assert.equal(c.prompt_logprobs[0], null);
+    for (let i = 1; i < ids.length; i++) {
+      const entry = c.prompt_logprobs[i];
+      const own = entry[ids[i]];
+      assert.ok(Math.abs(own.logprob - lp.token_logprobs![i]!) < 1e-4, `position ${i}`);
+      assert.equal(own.decoded_token, lp.tokens![i]);
+      const ranked = Object.values(entry) as { rank: number | null; logprob: number }[];
+      assert.ok(ranked.length >= 3 && ranked.length <= 4, JSON.stringify(entry));
+      for (const v of ranked) if (v.rank === 1) assert.ok(v.logprob >= own.logprob);
+      if (own.rank !== null) assert.ok(own.rank >= 1 && own.rank <= 3);
+    }
+    const s = await client.completions.create(
+      { ...base, max_tokens: 3, prompt_logprobs: 1, stream: true } as never,
+    ) as unknown as AsyncIterable<OpenAI.Completion>;
+    // deno-lint-ignore no-explicit-any
+    const chunks: any[] = [];
+    for await (const chunk of s) chunks.push(...chunk.choices);
+    assert.equal(chunks[0].prompt_logprobs.length, ids.length);
+    assert.ok(chunks.slice(1).every((x) => x.prompt_logprobs === undefined));
+    for (const bad of [-1, 21, 1.5]) {
+      const err = await client.completions.create({ ...base, prompt_logprobs: bad } as never)
+        .then(() => null, (e) => e);
+      assert.equal(err?.param, "prompt_logprobs", String(bad));
     }
   } finally {
     await srv.shutdown();
