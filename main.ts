@@ -5,9 +5,14 @@
 
 import { basename, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { LOG_LEVELS, Logger, type LogLevel } from "./engine/log.ts";
+import { combineObservers } from "./engine/metrics.ts";
 import type { ServingModel } from "./engine/model.ts";
 import { Scheduler } from "./engine/scheduler.ts";
+import { StatsLogger } from "./engine/stats_log.ts";
 import { KV_BITS, type KvBits } from "./engine/types.ts";
+import { openLibrary } from "./ffi/library.ts";
+import { readChatTemplateFile } from "./models/chat_template.ts";
 import { type LoadedModel, loadModel } from "./models/loader.ts";
 import { createApp } from "./routes/app.ts";
 import { AppState } from "./routes/state.ts";
@@ -28,7 +33,11 @@ export interface ServerOptions {
   threads?: number;
   graceMs: number; // how long shutdown waits for in-flight requests
   debugChecks: boolean; // native invariant checks after every step (tests)
-  quiet: boolean;
+  quiet: boolean; // errors only (tests, benchmarks)
+  logLevel: LogLevel;
+  servedModelNames?: string[]; // names clients send as `model`; the first is reported
+  chatTemplate?: string; // a Jinja file that replaces the model's chat template
+  seed?: number; // requests without a seed draw theirs from a stream seeded with this
 }
 
 export const DEFAULTS: ServerOptions = {
@@ -44,6 +53,7 @@ export const DEFAULTS: ServerOptions = {
   graceMs: 10_000,
   debugChecks: false,
   quiet: false,
+  logLevel: "info",
 };
 
 export interface RunningServer {
@@ -61,11 +71,13 @@ function modelId(name: string): string {
   return basename(resolve(name)) || name;
 }
 
-function toServingModel(name: string, m: LoadedModel): ServingModel {
-  const id = modelId(name);
+function toServingModel(name: string, m: LoadedModel, served?: string[]): ServingModel {
+  // Like vLLM: with --served-model-name, exactly those names are accepted.
+  const names = served?.length ? served : [modelId(name), name, resolve(name)];
+  const id = names[0];
   return {
     id,
-    aliases: [...new Set([name, resolve(name)])].filter((a) => a !== id),
+    aliases: [...new Set(names)].filter((a) => a !== id),
     engine: m.engine,
     tokenizer: m.tokenizer,
     bosId: m.spec.bosId,
@@ -89,12 +101,18 @@ export function resolveOptions(partial: Partial<ServerOptions> = {}): ServerOpti
 /** Binds the port and starts loading the model in the background (see `ready`). */
 export function startServer(partial: Partial<ServerOptions> = {}): RunningServer {
   const opts = resolveOptions(partial);
-  const log = (msg: string) => opts.quiet || console.error(msg);
+  const logger = new Logger(opts.quiet ? "error" : opts.logLevel);
+  const log = (msg: string) => logger.info(msg);
+  const cores = navigator.hardwareConcurrency;
+  if (opts.threads !== undefined && opts.threads > cores) {
+    logger.warning(`--threads ${opts.threads} is more than this machine's ${cores} cores`);
+  }
   const state = new AppState({
     defaultKvBits: opts.kvBits,
     apiKey: opts.apiKey,
     cors: opts.cors,
-  });
+    seed: opts.seed,
+  }, logger);
   const app = createApp(state);
   const server = Deno.serve(
     { hostname: opts.host, port: opts.port, onListen: () => {} },
@@ -107,9 +125,12 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
   let loaded: LoadedModel | null = null;
   let scheduler: Scheduler | null = null;
   let closing = false;
+  const stats = new StatsLogger(logger, () => state.ready && state.metrics.source());
   const ready = (async () => {
     const t0 = performance.now();
+    const lib = await openLibrary({ onBuild: log });
     loaded = await loadModel(opts.model, {
+      lib,
       backend: opts.backend,
       nThreads: opts.threads,
       maxSeqs: opts.maxNumSeqs,
@@ -118,13 +139,23 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
       debugChecks: opts.debugChecks,
     });
     if (closing) return;
-    const model = toServingModel(opts.model, loaded);
+    const model = toServingModel(opts.model, loaded, opts.servedModelNames);
+    if (opts.chatTemplate) {
+      model.chatTemplate = await readChatTemplateFile(opts.chatTemplate, model);
+    }
+    const context = loaded.spec.maxPosition;
+    if (opts.maxModelLen !== undefined && opts.maxModelLen > context) {
+      throw new Error(
+        `--max-model-len ${opts.maxModelLen} is longer than the model's context (${context} ` +
+          `tokens, max_position_embeddings)`,
+      );
+    }
     scheduler = new Scheduler(loaded.engine, {
       maxNumSeqs: opts.maxNumSeqs,
       maxStepTokens: opts.maxStepTokens,
       maxQueue: opts.maxQueue,
-      maxModelLen: opts.maxModelLen ?? loaded.spec.maxPosition,
-    }, state.metrics.observer());
+      maxModelLen: opts.maxModelLen ?? context,
+    }, combineObservers(state.metrics.observer(), stats.observer()));
     state.setReady(model, scheduler);
     const info = loaded.engine.info();
     const caps = KV_BITS.map((k) => `${k}-bit ${scheduler!.capacityTokens(k)}`).join(", ");
@@ -140,6 +171,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     if (closing) return;
     closing = true;
     state.draining = true;
+    stats.stop();
     const stopped = server.shutdown(); // no new connections; in-flight ones continue
     const s = scheduler as Scheduler | null;
     if (s) {
@@ -172,20 +204,51 @@ const USAGE = `Usage: deno task start [options]
   --cors                            allow cross-origin requests (exposes X-KV-Bits)
   --threads N                       CPU threads (default: all cores)
   --grace-seconds N                 shutdown waits this long for in-flight requests (default 10)
+  --served-model-name NAME [NAME..] names clients send as "model"; the first is reported
+                                    (default: the model folder's name)
+  --chat-template FILE              Jinja chat template replacing the model's own
+  --seed N                          requests without a seed draw theirs from a stream seeded
+                                    with N, so a server run is reproducible (default: random)
+  --log-level debug|info|warning|error   what the log shows (default info: one line per
+                                    request and a stats line every 10 s while busy)
   --debug-checks                    verify the engine's page tables after every step (slow)
   --help                            this text`;
 
-function intFlag(name: string, v: string | undefined, min: number): number | undefined {
+/** A decimal integer flag ("0x10", "1e3", "8.0" and " 8" are refused, not reinterpreted). */
+function intFlag(
+  name: string,
+  v: string | undefined,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`);
+  const n = /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new Error(
+      `--${name} must be a decimal integer in [${min}, ${max}], got ${JSON.stringify(v)}`,
+    );
+  }
   return n;
+}
+
+/** vLLM's `--served-model-name a b c`: the names after the flag up to the next flag. */
+function spreadServedNames(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    out.push(args[i]);
+    if (args[i] !== "--served-model-name") continue;
+    out.push(args[++i] ?? "");
+    while (i + 1 < args.length && !args[i + 1].startsWith("-")) {
+      out.push("--served-model-name", args[++i]);
+    }
+  }
+  return out;
 }
 
 /** Flags -> options; throws with a message for anything wrong. */
 export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
   const { values } = parseArgs({
-    args,
+    args: spreadServedNames(args),
     strict: true,
     allowPositionals: false,
     options: {
@@ -204,6 +267,10 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
       threads: { type: "string" },
       "grace-seconds": { type: "string" },
       "debug-checks": { type: "boolean" },
+      "served-model-name": { type: "string", multiple: true },
+      "chat-template": { type: "string" },
+      seed: { type: "string" },
+      "log-level": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -214,7 +281,7 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
   };
   set("model", values.model);
   set("host", values.host);
-  set("port", intFlag("port", values.port, 0));
+  set("port", intFlag("port", values.port, 0, 65535));
   if (values["kv-bits"] !== undefined) {
     const k = Number(values["kv-bits"]);
     if (!KV_BITS.includes(k as KvBits)) throw new Error("--kv-bits must be 16, 2 or 1");
@@ -234,6 +301,20 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
   set("apiKey", values["api-key"]);
   set("cors", values.cors);
   set("threads", intFlag("threads", values.threads, 1));
+  const names = values["served-model-name"];
+  if (names !== undefined) {
+    if (names.some((n) => n.trim() === "")) throw new Error("--served-model-name needs a name");
+    out.servedModelNames = names;
+  }
+  set("chatTemplate", values["chat-template"]);
+  set("seed", intFlag("seed", values.seed, 0));
+  const level = values["log-level"];
+  if (level !== undefined) {
+    if (!LOG_LEVELS.includes(level as LogLevel)) {
+      throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+    }
+    out.logLevel = level as LogLevel;
+  }
   set("debugChecks", values["debug-checks"]);
   const grace = intFlag("grace-seconds", values["grace-seconds"], 0);
   if (grace !== undefined) out.graceMs = grace * 1000;

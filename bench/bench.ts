@@ -19,6 +19,7 @@ import { openLibrary } from "../ffi/library.ts";
 import type { EngineOptions } from "../ffi/structs.ts";
 import { DEMO_DIR, loadModel, readModelDir } from "../models/loader.ts";
 import { syntheticSpec } from "../models/synthetic.ts";
+import { choiceArg, intArg, intListArg, rateArg } from "./cli_args.ts";
 import { parseKvBits } from "./eval.ts";
 import { promptsFor, type ServeTarget, sweepServe } from "./serve_sweep.ts";
 import { runSweep, type SweepPoint } from "./engine_sweep.ts";
@@ -62,14 +63,23 @@ export const GPU_DEFAULTS: BenchDefaults = {
   maxStepTokens: 2048,
 };
 
-/** Ids the model's tokenizer can produce, for random prompts. */
-async function tokenRange(model: string): Promise<[number, number]> {
-  if (model.startsWith("synthetic:")) return [0, syntheticSpec(model.slice(10)).vocabSize];
-  const { tokenizer } = await readModelDir(model === "demo" ? DEMO_DIR : model);
-  return [0, tokenizer.vocabSize];
+/** Ids the model's tokenizer can produce (for random prompts) and its context length. */
+async function modelLimits(model: string): Promise<{ range: [number, number]; context: number }> {
+  if (model.startsWith("synthetic:")) {
+    const spec = syntheticSpec(model.slice(10));
+    return { range: [0, spec.vocabSize], context: spec.maxPosition };
+  }
+  const { spec, tokenizer } = await readModelDir(model === "demo" ? DEMO_DIR : model);
+  return { range: [0, tokenizer.vocabSize], context: spec.maxPosition };
 }
 
-const ints = (s: string) => s.split(",").filter(Boolean).map((x) => Number(x));
+/** The context a running server reports (/v1/models max_model_len), or null if it says none. */
+async function serverContext(url: string): Promise<number | null> {
+  const r = await fetch(`${url}/v1/models`, { signal: AbortSignal.timeout(10_000) });
+  const j = await r.json().catch(() => null);
+  const len = j?.data?.[0]?.max_model_len;
+  return typeof len === "number" ? len : null;
+}
 
 export interface BenchArgs {
   engine: boolean;
@@ -94,7 +104,24 @@ export interface BenchArgs {
   seed: number;
   json?: string;
   progress?: boolean;
+  help?: boolean;
 }
+
+export const BENCH_USAGE = `Usage:
+  deno task bench [--model demo|DIR|synthetic:NAME | --url http://HOST:PORT] [--backend B]
+    [--kv-bits 16,2,1] [--input-len N] [--output-len N] [--num-prompts N|auto]
+    [--concurrency 1,4,16,64] [--request-rate R|inf] [--seed N] [--json FILE] [--no-progress]
+    [--threads N] [--kv-pool-mb N] [--max-num-seqs N] [--max-step-tokens N]
+  deno task bench --engine [--batches 1,8,32] [--contexts 512,2048] [--decode-steps K]
+  deno task bench --kernels [--quick] [--json DIR]
+
+Serving mode (the default) starts the server on --model (or measures the one at --url) and
+sends --num-prompts random prompts of --input-len tokens, each asking --output-len tokens,
+at every --concurrency and every --kv-bits, like vLLM's \`bench serve\`. --engine measures
+decode throughput straight through the engine; --kernels runs the GPU kernel benchmark.
+--backend auto|cpu|cuda picks the defaults too: CPU ones finish in under a minute on the demo
+model, GPU ones sweep synthetic:llama-3-8b. Results: a table on stdout, JSON (--json, default
+.data/bench/<kind>.json) and an SVG chart beside it; a progress bar on stderr.`;
 
 export function parseBenchArgs(args: string[]): BenchArgs {
   const { values: f } = parseArgs({
@@ -122,31 +149,38 @@ export function parseBenchArgs(args: string[]): BenchArgs {
       seed: { type: "string", default: "0" },
       json: { type: "string" },
       "no-progress": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
     },
   });
-  if (!["auto", "cpu", "cuda"].includes(f.backend)) throw new Error(`bad --backend ${f.backend}`);
-  const opt = (s: string | undefined) => (s === undefined ? undefined : Number(s));
+  const backend = choiceArg("backend", f.backend, ["auto", "cpu", "cuda"] as const);
+  if (f.url !== undefined && !/^https?:\/\/[^/]/.test(f.url)) {
+    throw new Error(`--url must be http://HOST:PORT, got ${JSON.stringify(f.url)}`);
+  }
+  if (f.url !== undefined && f.model !== undefined) {
+    throw new Error("--url measures a running server; --model starts one: give one of them");
+  }
   return {
+    help: f.help,
     engine: f.engine,
     kernels: f.kernels,
     quick: f.quick,
     model: f.model,
     url: f.url?.replace(/\/+$/, ""),
-    backend: f.backend as Backend,
-    threads: opt(f.threads),
+    backend,
+    threads: intArg("threads", f.threads, 1),
     kvBits: parseKvBits(f["kv-bits"]),
-    inputLen: opt(f["input-len"]),
-    outputLen: opt(f["output-len"]),
-    numPrompts: f["num-prompts"] === "auto" ? "auto" : opt(f["num-prompts"]),
-    concurrency: f.concurrency ? ints(f.concurrency) : undefined,
-    requestRate: f["request-rate"] === "inf" ? Infinity : Number(f["request-rate"]),
-    batches: f.batches ? ints(f.batches) : undefined,
-    contexts: f.contexts ? ints(f.contexts) : undefined,
-    decodeSteps: opt(f["decode-steps"]),
-    kvPoolMb: opt(f["kv-pool-mb"]),
-    maxNumSeqs: opt(f["max-num-seqs"]),
-    maxStepTokens: opt(f["max-step-tokens"]),
-    seed: Number(f.seed),
+    inputLen: intArg("input-len", f["input-len"], 1),
+    outputLen: intArg("output-len", f["output-len"], 1),
+    numPrompts: f["num-prompts"] === "auto" ? "auto" : intArg("num-prompts", f["num-prompts"], 1),
+    concurrency: intListArg("concurrency", f.concurrency, 1),
+    requestRate: rateArg("request-rate", f["request-rate"]),
+    batches: intListArg("batches", f.batches, 1),
+    contexts: intListArg("contexts", f.contexts, 1),
+    decodeSteps: intArg("decode-steps", f["decode-steps"], 1),
+    kvPoolMb: intArg("kv-pool-mb", f["kv-pool-mb"], 1),
+    maxNumSeqs: intArg("max-num-seqs", f["max-num-seqs"], 1),
+    maxStepTokens: intArg("max-step-tokens", f["max-step-tokens"], 1),
+    seed: intArg("seed", f.seed, 0)!,
     json: f.json,
     progress: !f["no-progress"],
   };
@@ -215,6 +249,14 @@ export async function runBench(a: BenchArgs): Promise<BenchOutput> {
     kvBits: a.kvBits,
     seed: a.seed,
   };
+  const limits = a.url ? null : await modelLimits(model);
+  const context = a.url ? await serverContext(a.url) : limits!.context;
+  if (context !== null && cfg.inputLen + cfg.outputLen > context) {
+    throw new Error(
+      `--input-len ${cfg.inputLen} + --output-len ${cfg.outputLen} is more than the model's ` +
+        `context (${context} tokens${a.url ? ` at ${a.url}` : ` of ${model}`})`,
+    );
+  }
   const target: ServeTarget = a.url ? { url: a.url, tokenRange: [0, 256] } : {
     server: {
       model,
@@ -224,7 +266,7 @@ export async function runBench(a: BenchArgs): Promise<BenchOutput> {
       maxNumSeqs: a.maxNumSeqs,
       maxStepTokens: a.maxStepTokens ?? d.maxStepTokens,
     },
-    tokenRange: await tokenRange(model),
+    tokenRange: limits!.range,
   };
   const total = cfg.kvBits.length *
     cfg.concurrency.reduce((s, c) => s + promptsFor(cfg.numPrompts, c), 0);
@@ -266,6 +308,10 @@ async function runKernelBench(a: BenchArgs): Promise<void> {
 if (import.meta.main) {
   try {
     const a = parseBenchArgs(Deno.args);
+    if (a.help) {
+      console.log(BENCH_USAGE);
+      Deno.exit(0);
+    }
     if (a.kernels) {
       await runKernelBench(a);
       Deno.exit(0);
@@ -277,7 +323,7 @@ if (import.meta.main) {
     await writeText(svgPathFor(json), out.svg);
     console.log(`\nwrote ${json} and ${svgPathFor(json)}`);
   } catch (e) {
-    console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    console.error(`bench: ${e instanceof Error ? e.message : e}\n(deno task bench --help)`);
     Deno.exit(1);
   }
 }

@@ -16,6 +16,7 @@ import type { EngineOptions } from "../ffi/structs.ts";
 import { loadModel } from "../models/loader.ts";
 import { kvReconstructionError, type LayerError } from "./kv_error.ts";
 import { decodePerplexity, makeWindows, type PplResult, prefillPerplexity } from "./perplexity.ts";
+import { choiceArg, intArg } from "./cli_args.ts";
 import { formatTable, num, progressBar, writeJson } from "./report.ts";
 
 export const DEFAULT_TEXT = new URL("../tests/fixtures/brown_heldout.txt", import.meta.url)
@@ -119,10 +120,21 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
       backend = `${info.backend} (${info.deviceName})`;
       if (windows.length === 0) {
         const bos = m.spec.addBos ? m.spec.bosId : null;
-        const ctx = Math.min(o.ctx, m.spec.maxPosition);
+        if (o.ctx > m.spec.maxPosition) {
+          throw new Error(
+            `--ctx ${o.ctx} is longer than the model's context (${m.spec.maxPosition} tokens)`,
+          );
+        }
+        const ctx = o.ctx;
         const need = (bos === null ? ctx : ctx - 1) * o.windows;
         const ids = tokenizePrefix((s) => m.tokenizer.encode(s), o.text, need);
         windows = makeWindows(ids, ctx, o.windows, bos);
+        if (windows.length < o.windows) {
+          console.error(
+            `eval: --windows ${o.windows}: the text holds ${windows.length} full windows of ` +
+              `${ctx} tokens; using ${windows.length}`,
+          );
+        }
         const perVariant = windows.reduce((s, w) => s + w.length - 1, 0);
         const total = perVariant * (1 + variants.reduce((s, x) => s + x.bits.length, 0));
         if (o.progress !== false) bar = progressBar("eval", total);
@@ -214,7 +226,9 @@ function list(s: string): string[] {
 }
 
 export function parseKvBits(s: string): KvBits[] {
-  return list(s).map((x) => {
+  const bits = list(s);
+  if (bits.length === 0) throw new Error(`kv bits: give at least one of 16, 2, 1`);
+  return bits.map((x) => {
     const n = Number(x);
     if (n !== 16 && n !== 2 && n !== 1) throw new Error(`kv bits must be 16, 2 or 1, got "${x}"`);
     return n as KvBits;
@@ -237,6 +251,7 @@ async function main(args: string[]): Promise<void> {
       threads: { type: "string" },
       json: { type: "string" },
       "kv-error": { type: "boolean", default: false },
+      "no-progress": { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -244,24 +259,28 @@ async function main(args: string[]): Promise<void> {
     console.log(
       "deno task eval [--model demo|DIR|synthetic:NAME] [--text FILE] [--ctx 512] [--windows 8]\n" +
         "  [--kv-bits 16,2,1] [--baselines rtn] [--ablations no-norm1,no-shift,no-hadamard]\n" +
-        "  [--ablation-bits 1] [--backend auto|cpu|cuda] [--threads N] [--json OUT] [--kv-error]",
+        "  [--ablation-bits 1] [--backend auto|cpu|cuda] [--threads N] [--json OUT] [--kv-error]\n" +
+        "  [--no-progress]\n\n" +
+        "Perplexity of the model over --windows windows of --ctx tokens of --text, with the KV\n" +
+        "cache at each --kv-bits (16 = fp16), plus RTN baselines and NSN ablations if asked.\n" +
+        "The progress bar goes to stderr; --no-progress leaves it out (logs, CI).",
     );
     return;
   }
-  const backend = f.backend as EngineOptions["backend"];
-  if (!["auto", "cpu", "cuda"].includes(f.backend)) throw new Error(`bad --backend ${f.backend}`);
+  const backend = choiceArg("backend", f.backend, ["auto", "cpu", "cuda"] as const);
   const rep = await runEval({
     model: f.model,
     text: await Deno.readTextFile(f.text),
-    ctx: Number(f.ctx),
-    windows: Number(f.windows),
+    ctx: intArg("ctx", f.ctx, 2)!,
+    windows: intArg("windows", f.windows, 1)!,
     kvBits: parseKvBits(f["kv-bits"]),
     baselines: list(f.baselines),
     ablations: list(f.ablations),
     ablationBits: parseKvBits(f["ablation-bits"]),
     backend,
-    threads: f.threads ? Number(f.threads) : undefined,
+    threads: intArg("threads", f.threads, 1),
     kvError: f["kv-error"],
+    progress: !f["no-progress"],
   });
   console.log(formatEval(rep));
   if (f.json) await writeJson(f.json, rep);

@@ -9,15 +9,22 @@ import { Choice, type PromptInfo } from "./completion_choice.ts";
 import { codePoints, tokenPieces } from "./detokenizer.ts";
 import { type LegacyLogprobs, type LogprobsFormat, LogprobsWriter } from "./logprobs.ts";
 import type { ServingModel } from "./model.ts";
+import type { PromptLogprobs } from "./prompt_logprobs.ts";
 import { type CompletionRequest, samplingParamsFor } from "./sampling_params.ts";
 import type { Scheduler } from "./scheduler.ts";
-import type { SeqRequest, Sequence } from "./sequence.ts";
+import type { FinishReason, SeqRequest, Sequence } from "./sequence.ts";
 
 export interface ChoiceChunk {
   index: number;
   text: string;
   logprobs: ChoiceLogprobs | null;
   finish_reason: "stop" | "length" | null;
+  /** return_token_ids: the prompt's ids (a choice's first chunk, or the whole choice). */
+  prompt_token_ids?: number[];
+  /** return_token_ids: the generated ids this chunk carries (every one, stop string's too). */
+  token_ids?: number[];
+  /** prompt_logprobs (a choice's first chunk, or the whole choice). */
+  prompt_logprobs?: PromptLogprobs;
 }
 
 /** Legacy for /v1/completions; chat when CompletionDeps.logprobsFormat says so. */
@@ -30,7 +37,7 @@ export interface Usage {
 }
 
 export type StreamEvent =
-  | { type: "chunk"; chunk: ChoiceChunk }
+  | { type: "chunk"; chunk: ChoiceChunk; usage?: Usage }
   | { type: "usage"; usage: Usage }
   | { type: "error"; error: Error };
 
@@ -43,6 +50,10 @@ export interface CompletionDeps {
   model: ServingModel;
   scheduler: Scheduler;
   tokenText: (id: number) => string;
+  /** The client's X-Request-Id: the response id becomes cmpl-<it> (as vLLM names it). */
+  requestId?: string | null;
+  /** Called once when every choice has finished (the request log line). */
+  onDone?: (run: CompletionRun) => void;
   /** The logprobs shape to write (default: the legacy completions one). */
   logprobsFormat?: (tokenText: (id: number) => string, topN: number) => LogprobsFormat<
     ChoiceLogprobs
@@ -50,12 +61,19 @@ export interface CompletionDeps {
 }
 
 export class CompletionRun {
-  readonly id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
+  readonly id: string;
   readonly created = Math.floor(Date.now() / 1000);
+  readonly startedAt = performance.now();
+  /** performance.now() of the first generated token of any choice. */
+  firstTokenAt: number | null = null;
+  /** How each candidate ended, in candidate order (the request log's status). */
+  readonly reasons: FinishReason[] = [];
   readonly req: CompletionRequest;
   readonly promptTokens: number;
   readonly deps: CompletionDeps;
   readonly writer: LogprobsFormat<ChoiceLogprobs> | null;
+  /** How logprobs name a token: its text, or token_id:N (return_tokens_as_token_ids). */
+  readonly tokenText: (id: number) => string;
   #choices: Choice[] = [];
   #seqs: Sequence[] = [];
   #queue = new AsyncQueue<StreamEvent>();
@@ -66,13 +84,15 @@ export class CompletionRun {
 
   /** Submits every sequence at once; throws QueueFullError when the queue cannot take them. */
   constructor(deps: CompletionDeps, req: CompletionRequest, signal?: AbortSignal) {
+    this.id = `cmpl-${deps.requestId ?? crypto.randomUUID().replaceAll("-", "")}`;
     this.deps = deps;
     this.req = req;
     this.promptTokens = req.prompts.reduce((a, p) => a + p.length, 0);
     const format = deps.logprobsFormat ?? ((t, n) => new LogprobsWriter(t, n));
-    this.writer = req.logprobs === null ? null : format(deps.tokenText, req.logprobs);
+    this.tokenText = req.tokensAsIds ? (id: number) => `token_id:${id}` : deps.tokenText;
+    this.writer = req.logprobs === null ? null : format(this.tokenText, req.logprobs);
     this.#done = new Promise((r) => this.#resolveDone = r);
-    const promptLogprobs = req.echo && req.logprobs !== null;
+    const promptLogprobs = (req.echo && req.logprobs !== null) || req.promptLogprobs !== null;
     const runEngine = req.maxTokens > 0 || promptLogprobs;
     const seqReqs: SeqRequest[] = [];
     req.prompts.forEach((ids, p) => {
@@ -87,7 +107,7 @@ export class CompletionRun {
           params: samplingParamsFor(req, ids.length, c, deps.model.eosIds),
           maxTokens: req.maxTokens,
           promptLogprobs,
-          topN: req.logprobs ?? 0,
+          topN: Math.max(req.logprobs ?? 0, req.promptLogprobs ?? 0),
           sink: choice,
         });
       }
@@ -142,10 +162,24 @@ export class CompletionRun {
   }
 
   emit(chunk: ChoiceChunk): void {
-    if (this.req.stream) this.#queue.push({ type: "chunk", chunk });
+    if (!this.req.stream) return;
+    // continuous_usage_stats: the usage as of this chunk, taken now rather than when written.
+    const usage = this.req.continuousUsage ? this.usage() : undefined;
+    this.#queue.push({ type: "chunk", chunk, usage });
   }
 
-  choiceDone(choice: Choice): void {
+  /** The first token of any choice marks the request's time to first token. */
+  tokenArrived(): void {
+    this.firstTokenAt ??= performance.now();
+  }
+
+  /** The first error of any candidate, once the run has failed. */
+  get error(): Error | null {
+    return this.#error;
+  }
+
+  choiceDone(choice: Choice, reason: FinishReason): void {
+    this.reasons.push(reason);
     if (choice.error && !this.#error) {
       this.#error = choice.error;
       this.cancel();
@@ -158,6 +192,7 @@ export class CompletionRun {
     }
     this.#queue.close();
     this.#resolveDone();
+    this.deps.onDone?.(this);
   }
 
   #promptInfo(ids: number[], text: string | null): PromptInfo {
@@ -165,12 +200,12 @@ export class CompletionRun {
     if (!this.req.echo) return info;
     const tok = this.deps.model.tokenizer;
     if (this.req.logprobs !== null) {
-      const pieces = tokenPieces(tok, ids);
+      const pieces = tokenPieces(tok, ids, false); // an echoed prompt keeps its specials
       let at = 0;
       for (const p of pieces) info.offsets.push(at), at += codePoints(p);
       info.echoText = text ?? pieces.join("");
     } else {
-      info.echoText = text ?? tok.decode(ids, true);
+      info.echoText = text ?? tok.decode(ids, false); // token ids echo as decoded: specials kept
     }
     info.echoCp = codePoints(info.echoText);
     return info;

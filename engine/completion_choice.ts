@@ -5,6 +5,7 @@
 import type { ChoiceChunk, ChoiceLogprobs, CompletionRun } from "./completion.ts";
 import { codePoints, IncrementalDetokenizer } from "./detokenizer.ts";
 import type { LogprobEntry } from "./logprobs.ts";
+import { promptLogprobs } from "./prompt_logprobs.ts";
 import type { FinishReason, SeqSink } from "./sequence.ts";
 import { StopMatcher } from "./stop.ts";
 import type { PositionLogprob, SeqOutput } from "./types.ts";
@@ -35,6 +36,11 @@ export class Choice implements SeqSink {
   #text = "";
   #logprobs: ChoiceLogprobs | null;
   #finishReason: "stop" | "length" | null = null;
+  #held: ChoiceChunk | null = null; // the streamed chunk not sent yet (see #send)
+  #genIds: number[] = []; // every generated id (return_token_ids)
+  #sentIds = 0; // how many of #genIds went out in chunks
+  #sentPromptIds = false;
+  #sentFirst = false; // a streamed choice's first chunk went out (prompt_logprobs ride on it)
 
   constructor(run: CompletionRun, prompt: PromptInfo, index: number) {
     this.#run = run;
@@ -50,9 +56,11 @@ export class Choice implements SeqSink {
   }
 
   onToken(out: SeqOutput): boolean {
+    this.#run.tokenArrived();
     this.completionTokens++;
     this.cumLogprob += out.logprob;
     this.#echo();
+    this.#genIds.push(out.token);
     const delta = this.#detok.push(out.token);
     this.#pending.push({
       id: out.token,
@@ -79,17 +87,37 @@ export class Choice implements SeqSink {
       else this.#out(r.release + this.#stop.flush(), reason, true);
     }
     this.#finished = true;
-    this.#run.choiceDone(this);
+    this.#flush();
+    this.#run.choiceDone(this, reason);
   }
 
   /** This candidate as a complete choice (non-streaming). */
   final(index: number): ChoiceChunk {
-    return {
+    const out: ChoiceChunk = {
       index,
       text: this.#text,
       logprobs: this.#logprobs,
       finish_reason: this.#finishReason,
     };
+    return { ...out, ...this.#promptFields(), ...this.#idFields() };
+  }
+
+  /** prompt_logprobs, when asked for (the whole choice, or a streamed choice's first chunk). */
+  #promptFields(): Partial<ChoiceChunk> {
+    const { promptLogprobs: topN } = this.#run.req;
+    if (topN === null) return {};
+    const ids = this.#prompt.ids;
+    return { prompt_logprobs: promptLogprobs(ids, this.#promptLp, topN, this.#run.tokenText) };
+  }
+
+  /** return_token_ids: the ids not sent yet (all of them first), the prompt's the first time. */
+  #idFields(): Partial<ChoiceChunk> {
+    if (!this.#run.req.returnTokenIds) return {};
+    const ids = this.#genIds.slice(this.#sentIds);
+    this.#sentIds = this.#genIds.length;
+    if (this.#sentPromptIds) return { token_ids: ids };
+    this.#sentPromptIds = true;
+    return { prompt_token_ids: this.#prompt.ids, token_ids: ids };
   }
 
   /** The echoed prompt (and its logprobs) goes out before the first generated text. */
@@ -127,12 +155,37 @@ export class Choice implements SeqSink {
 
   #send(text: string, entries: LogprobEntry[], finish: "stop" | "length" | null): void {
     this.#text += text;
+    const writer = this.#run.writer;
     let piece: ChoiceLogprobs | null = null;
-    if (this.#run.writer && this.#logprobs) {
-      piece = this.#run.writer.empty();
-      for (const e of entries) this.#run.writer.append(piece, e);
-      this.#run.writer.concat(this.#logprobs, piece);
+    if (writer && this.#logprobs) {
+      piece = writer.empty();
+      for (const e of entries) writer.append(piece, e);
+      writer.concat(this.#logprobs, piece);
     }
-    this.#run.emit({ index: this.#index, text, logprobs: piece, finish_reason: finish });
+    if (!this.#run.req.stream) return;
+    // A chunk waits until the scheduler's synchronous step is over: when the same step ends
+    // the choice, its last text and finish_reason go out together in one chunk, as vLLM
+    // streams them, instead of text followed by an empty finishing chunk.
+    const held = this.#held;
+    const first = this.#sentFirst ? {} : this.#promptFields();
+    this.#sentFirst = true;
+    const ids = this.#idFields();
+    if (held) {
+      held.text += text;
+      if (writer && held.logprobs && piece) writer.concat(held.logprobs, piece);
+      held.finish_reason = finish;
+      if (ids.token_ids) held.token_ids = [...(held.token_ids ?? []), ...ids.token_ids];
+    } else {
+      const chunk = { index: this.#index, text, logprobs: piece, finish_reason: finish };
+      this.#held = { ...chunk, ...first, ...ids };
+      if (!finish) queueMicrotask(() => this.#flush());
+    }
+    if (finish) this.#flush();
+  }
+
+  #flush(): void {
+    const held = this.#held;
+    this.#held = null;
+    if (held) this.#run.emit(held);
   }
 }

@@ -7,8 +7,12 @@ import { IncrementalDetokenizer, type TextTokenizer } from "../models/tokenizer.
 export { IncrementalDetokenizer };
 
 /** Per-token text of a whole id list (echoed prompts): the pieces concatenate to the text. */
-export function tokenPieces(tok: TextTokenizer, ids: readonly number[]): string[] {
-  const d = new IncrementalDetokenizer(tok);
+export function tokenPieces(
+  tok: TextTokenizer,
+  ids: readonly number[],
+  skipSpecial = true,
+): string[] {
+  const d = new IncrementalDetokenizer(tok, [], skipSpecial);
   const pieces = ids.map((id) => d.push(id));
   const rest = d.flush();
   if (rest && pieces.length > 0) pieces[pieces.length - 1] += rest;

@@ -5,36 +5,31 @@
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { SchedulerObserver } from "./scheduler.ts";
-import { KV_BITS, type KvEngine } from "./types.ts";
+import { KV_BITS } from "./types.ts";
+import {
+  VLLM_REQUEST_BUCKETS,
+  VLLM_TTFT_BUCKETS,
+  VllmMetrics,
+  type VllmSource,
+} from "./vllm_metrics.ts";
 
-export interface MetricsSource {
-  numRunning: number;
-  numWaiting: number;
-  engine: KvEngine;
+/** What the gauges read when scraped (vLLM's names need the model name and default kv_bits). */
+export type MetricsSource = VllmSource;
+
+/** Several observers as one: each hook calls every observer's, in order. */
+export function combineObservers(...list: SchedulerObserver[]): SchedulerObserver {
+  return {
+    onAdmit: (seq) => list.forEach((o) => o.onAdmit?.(seq)),
+    onPromptDone: (seq) => list.forEach((o) => o.onPromptDone?.(seq)),
+    onToken: (seq, first, since) => list.forEach((o) => o.onToken?.(seq, first, since)),
+    onFinish: (seq, reason) => list.forEach((o) => o.onFinish?.(seq, reason)),
+    onPreempt: (seq) => list.forEach((o) => o.onPreempt?.(seq)),
+  };
 }
 
-const LATENCY_BUCKETS = [
-  0.001,
-  0.005,
-  0.01,
-  0.02,
-  0.04,
-  0.06,
-  0.08,
-  0.1,
-  0.25,
-  0.5,
-  0.75,
-  1,
-  2.5,
-  5,
-  7.5,
-  10,
-  20,
-  40,
-  80,
-];
-const E2E_BUCKETS = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480];
+// vLLM's boundaries, cut where our own series stop (80 s to first token, 8 min per request).
+const LATENCY_BUCKETS = VLLM_TTFT_BUCKETS.filter((b) => b <= 80);
+const E2E_BUCKETS = VLLM_REQUEST_BUCKETS.filter((b) => b <= 480);
 
 export class ServerMetrics {
   readonly registry = new Registry();
@@ -46,6 +41,7 @@ export class ServerMetrics {
   #ttft: Histogram<"kv_bits">;
   #itl: Histogram<"kv_bits">;
   #e2e: Histogram<"kv_bits">;
+  #vllm: VllmMetrics;
 
   /** `source` is null while the model loads (the gauges then read 0). */
   constructor(source: () => MetricsSource | null) {
@@ -155,10 +151,15 @@ export class ServerMetrics {
       buckets: E2E_BUCKETS,
       registers,
     });
+    this.#vllm = new VllmMetrics(this.registry, src);
   }
 
-  /** Hooks for the scheduler. */
+  /** Hooks for the scheduler: ours by kv_bits, then vLLM's names. */
   observer(): SchedulerObserver {
+    return combineObservers(this.#own(), this.#vllm.observer());
+  }
+
+  #own(): SchedulerObserver {
     return {
       onPromptDone: (seq) => this.#promptTokens.inc({ kv_bits: seq.kvBits }, seq.nPrompt),
       onToken: (seq, first, sinceLastMs) => {
@@ -174,6 +175,11 @@ export class ServerMetrics {
       },
       onPreempt: () => this.#preemptions.inc(),
     };
+  }
+
+  /** What the gauges read now (null while the model loads). */
+  source(): MetricsSource | null {
+    return this.#source();
   }
 
   text(): Promise<string> {

@@ -19,6 +19,14 @@ export interface CompletionRequest {
   stop: string[];
   stream: boolean;
   includeUsage: boolean;
+  /** stream_options.continuous_usage_stats: every chunk carries the usage so far. */
+  continuousUsage: boolean;
+  /** return_tokens_as_token_ids: logprobs name tokens `token_id:N` instead of their text. */
+  tokensAsIds: boolean;
+  /** return_token_ids: choices carry prompt_token_ids and token_ids. */
+  returnTokenIds: boolean;
+  /** prompt_logprobs: top-N per prompt position (0..20), or null for none. */
+  promptLogprobs: number | null;
   temperature: number;
   topP: number;
   topK: number;
@@ -43,6 +51,10 @@ export const REQUEST_DEFAULTS: Omit<CompletionRequest, "prompts" | "promptTexts"
   stop: [],
   stream: false,
   includeUsage: false,
+  continuousUsage: false,
+  tokensAsIds: false,
+  returnTokenIds: false,
+  promptLogprobs: null,
   temperature: 1,
   topP: 1,
   topK: 0,

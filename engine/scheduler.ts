@@ -30,6 +30,8 @@ export interface SchedulerOptions {
 
 /** Timing hooks for metrics; all optional, all synchronous. */
 export interface SchedulerObserver {
+  /** A waiting sequence joins the running batch (again after a preemption). */
+  onAdmit?(seq: Sequence): void;
   onPromptDone?(seq: Sequence): void;
   onToken?(seq: Sequence, first: boolean, sinceLast: number): void;
   onFinish?(seq: Sequence, reason: FinishReason): void;
@@ -203,6 +205,7 @@ export class Scheduler {
       this.#waiting.shift();
       seq.status = "running";
       this.#running.push(seq);
+      this.#observer.onAdmit?.(seq);
       const n = Math.min(seq.pending, left);
       plan.push(planChunk(seq, n));
       left -= n;

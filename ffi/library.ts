@@ -12,6 +12,8 @@ export interface OpenLibraryOptions {
   path?: string;
   /** Build cuda/build/libnsn.so when missing or stale (default true; never for NSN_LIB). */
   build?: boolean;
+  /** Told what is built before a build starts (default: printed on stderr). */
+  onBuild?: (message: string) => void;
 }
 
 export interface NsnLibrary {
@@ -52,7 +54,10 @@ export async function openLibrary(opts: OpenLibraryOptions = {}): Promise<NsnLib
   const cached = opened.get(path);
   if (cached) return cached;
   const isDefault = path === DEFAULT_LIB.pathname;
-  if (isDefault && (opts.build ?? true) && await isStale(path)) await buildLibrary();
+  if (isDefault && (opts.build ?? true) && await isStale(path)) {
+    (opts.onBuild ?? ((m) => console.error(m)))(await buildMessage(path));
+    await buildLibrary();
+  }
 
   let dl: Deno.DynamicLibrary<typeof NSN_SYMBOLS>;
   try {
@@ -107,6 +112,17 @@ async function newestSource(dir: string): Promise<number> {
     else if (entry.isFile) newest = Math.max(newest, (await Deno.stat(p)).mtime?.getTime() ?? 0);
   }
   return newest;
+}
+
+/** What a first start is about to do, since it takes a while and happens only once. */
+export async function buildMessage(path: string): Promise<string> {
+  const nvcc = await new Deno.Command("sh", { args: ["-c", "command -v nvcc"], stdout: "piped" })
+    .output().then((o) => new TextDecoder().decode(o.stdout).trim(), () => "");
+  const what = nvcc
+    ? `the CPU backend and the CUDA backend (nvcc: ${nvcc}), 2 to 5 minutes on 2 cores`
+    : "the CPU backend (no nvcc found, so no CUDA backend), about a minute on 2 cores";
+  return `building the native library ${path} (make -C cuda): ${what}. This happens once; ` +
+    "later starts reuse it until cuda/ changes.";
 }
 
 /** Runs make under a file lock: tests open the library from parallel processes. */

@@ -23,6 +23,7 @@ import {
   newEngineInfoBuffer,
 } from "./structs.ts";
 import { StepBuffers } from "./step_buffers.ts";
+import { NSN_OK } from "./symbols.ts";
 
 type Handle = NonNullable<Deno.PointerValue>;
 
@@ -239,6 +240,9 @@ export class NativeEngine implements KvEngine, Disposable {
     } finally {
       this.#inFlight = null;
     }
+    // A busy scheduler starts the next step at once, so metrics scraped meanwhile read this
+    // snapshot: take it after every call, or they would show the pool as it was when idle.
+    if (status === NSN_OK && !this.#closeRequested) this.info();
     this.#lib.check(status, what);
   }
 

@@ -95,3 +95,30 @@ export async function loadChatTemplate(
   const eos = tokenString(config.eos_token) ?? fallback.eos ?? "";
   return new ChatTemplate(source, bos, eos, where);
 }
+
+/** --chat-template FILE: the template of a file, with the model's BOS/EOS text. */
+export async function readChatTemplateFile(
+  path: string,
+  model: {
+    chatTemplate?: ChatTemplate | null;
+    tokenizer: { tokenText(id: number): string };
+    bosId: number | null;
+    eosIds: number[];
+  },
+): Promise<ChatTemplate> {
+  let source: string;
+  try {
+    source = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ModelError(`--chat-template ${path}: cannot read (${(e as Error).message})`);
+  }
+  const own = model.chatTemplate;
+  const text = (id: number | null | undefined) =>
+    id === null || id === undefined ? "" : model.tokenizer.tokenText(id);
+  return new ChatTemplate(
+    source,
+    own?.bosToken ?? text(model.bosId),
+    own?.eosToken ?? text(model.eosIds[0]),
+    `--chat-template ${path}`,
+  );
+}

@@ -163,10 +163,15 @@ export class IncrementalDetokenizer {
   #ids: number[];
   #prefix: number; // window start
   #read: number; // tokens before this are emitted
+  #skipSpecial: boolean;
 
-  /** `context`: tokens before the first pushed one (the prompt tail), for correct spacing. */
-  constructor(tok: TextTokenizer, context: readonly number[] = []) {
+  /**
+   * `context`: tokens before the first pushed one (the prompt tail), for correct spacing.
+   * `skipSpecial`: false writes special tokens out (an echoed prompt), true drops them.
+   */
+  constructor(tok: TextTokenizer, context: readonly number[] = [], skipSpecial = true) {
     this.#tok = tok;
+    this.#skipSpecial = skipSpecial;
     this.#ids = context.slice(-6);
     this.#read = this.#ids.length;
     this.#prefix = Math.max(this.#read - 5, 0);
@@ -184,8 +189,8 @@ export class IncrementalDetokenizer {
   }
 
   #emit(final: boolean): string {
-    const before = this.#tok.decode(this.#ids.slice(this.#prefix, this.#read));
-    const now = this.#tok.decode(this.#ids.slice(this.#prefix));
+    const before = this.#tok.decode(this.#ids.slice(this.#prefix, this.#read), this.#skipSpecial);
+    const now = this.#tok.decode(this.#ids.slice(this.#prefix), this.#skipSpecial);
     if (now.length <= before.length || (!final && now.endsWith("\uFFFD"))) return "";
     this.#prefix = this.#read;
     this.#read = this.#ids.length;

@@ -10,6 +10,7 @@ import { ApiError, notFound, onError } from "./errors.ts";
 import { healthRoutes } from "./health.ts";
 import { metricsRoutes } from "./metrics.ts";
 import { modelsRoutes } from "./models.ts";
+import { apiKeyGuard, echoRequestId, requireJson } from "./protocol.ts";
 import type { AppState } from "./state.ts";
 import { tokenizeRoutes } from "./tokenize.ts";
 
@@ -23,21 +24,15 @@ export function createApp(state: AppState): Hono {
       "*",
       cors({
         origin: "*",
-        allowHeaders: ["Authorization", "Content-Type", "X-KV-Bits"],
-        exposeHeaders: ["X-KV-Bits", "Retry-After"],
+        allowHeaders: ["Authorization", "Content-Type", "X-KV-Bits", "X-Request-Id"],
+        exposeHeaders: ["X-KV-Bits", "Retry-After", "X-Request-Id"],
       }),
     );
   }
+  app.use("*", echoRequestId);
   const key = state.config.apiKey;
-  if (key) {
-    app.use("*", async (c, next) => {
-      // Health stays open for load balancers and orchestrators.
-      if (c.req.path !== "/health" && c.req.header("Authorization") !== `Bearer ${key}`) {
-        throw new ApiError(401, "Incorrect API key provided.", null, "invalid_api_key");
-      }
-      await next();
-    });
-  }
+  if (key) app.use("*", apiKeyGuard(key));
+  app.use("*", requireJson);
   app.use(
     "*",
     bodyLimit({

@@ -61,6 +61,14 @@ export function parseMessages(v: unknown): ChatMessage[] {
 }
 
 function unsupported(b: Body): void {
+  for (const field of ["return_token_ids", "prompt_logprobs"]) {
+    if (b[field] !== undefined && b[field] !== null && b[field] !== false) {
+      throw badRequest(
+        field,
+        `'${field}' is supported on /v1/completions only, not on chat completions.`,
+      );
+    }
+  }
   if (Array.isArray(b.tools) && b.tools.length > 0) {
     throw badRequest("tools", "'tools' (function calling) is not supported by this server.");
   }

@@ -7,9 +7,11 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { type ChoiceChunk, type CompletionDeps, CompletionRun } from "../engine/completion.ts";
 import { encodePrompt } from "../engine/model.ts";
+import { requestLine } from "../engine/stats_log.ts";
 import type { CompletionRequest } from "../engine/sampling_params.ts";
 import type { KvBits } from "../engine/types.ts";
 import { ApiError, toErrorResponse } from "./errors.ts";
+import { requestId } from "./protocol.ts";
 import type { AppState, ReadyModel } from "./state.ts";
 import { readJson } from "./tokenize.ts";
 import { parseKvBits, type ValidationContext } from "./validate.ts";
@@ -28,6 +30,7 @@ export function validationContext(r: ReadyModel): ValidationContext {
     eosIds: r.model.eosIds,
     maxStopIds: MAX_STOP_IDS,
     capacityTokens: (k) => r.scheduler.capacityTokens(k),
+    defaultSeed: r.nextSeed,
   };
 }
 
@@ -50,8 +53,16 @@ export async function startRun(
   const kvBits = parseKvBits(c.req.header("X-KV-Bits"), state.config.defaultKvBits);
   const req = validate(await readJson(c), kvBits, r);
   c.header("X-KV-Bits", String(kvBits));
+  const path = c.req.path;
   const run = new CompletionRun(
-    { model: r.model, scheduler: r.scheduler, tokenText: r.tokenText, ...deps },
+    {
+      model: r.model,
+      scheduler: r.scheduler,
+      tokenText: r.tokenText,
+      requestId: requestId(c),
+      onDone: (run) => state.log.info(requestLine(run, path)),
+      ...deps,
+    },
     req,
     c.req.raw.signal,
   );
@@ -94,7 +105,8 @@ export function streamRun(
       const ev = got.value;
       let data: unknown;
       if (ev.type === "chunk") {
-        data = { ...head, choices: [chunk(ev.chunk)], ...usageNull };
+        const usage = ev.usage ? { usage: ev.usage } : usageNull;
+        data = { ...head, choices: [chunk(ev.chunk)], ...usage };
       } else if (ev.type === "usage") {
         data = { ...head, choices: [], usage: ev.usage };
       } else {

@@ -35,7 +35,8 @@ export function tokenizeRoutes(state: AppState): Hono {
       max_model_len: r.scheduler.opts.maxModelLen,
       tokens,
     };
-    if (b.return_token_strs === true) out.token_strs = tokens.map(r.tokenText);
+    // vLLM's shape: the field is always there, null unless strings were asked for.
+    out.token_strs = b.return_token_strs === true ? tokens.map(r.tokenText) : null;
     return c.json(out);
   });
   app.post("/detokenize", async (c) => {
@@ -47,7 +48,8 @@ export function tokenizeRoutes(state: AppState): Hono {
     if (!ok) {
       throw badRequest("tokens", `'tokens' must be an array of token ids in [0, ${vocab}).`);
     }
-    return c.json({ prompt: r.model.tokenizer.decode(b.tokens as number[], true) });
+    // Special tokens stay in the text, as vLLM's /detokenize writes them.
+    return c.json({ prompt: r.model.tokenizer.decode(b.tokens as number[], false) });
   });
   app.get("/tokenizer_info", (c) => {
     const r = state.requireReady();

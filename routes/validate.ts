@@ -7,6 +7,7 @@ import { type CompletionRequest, REQUEST_DEFAULTS } from "../engine/sampling_par
 import { KV_BITS, type KvBits } from "../engine/types.ts";
 import { ApiError, badRequest } from "./errors.ts";
 import {
+  allowOnly,
   type Body,
   boolean,
   integer,
@@ -19,6 +20,8 @@ import {
   tokenId,
 } from "./validate_fields.ts";
 import { prompts } from "./validate_prompt.ts";
+import { truncate, truncationOf } from "./truncation.ts";
+import { promptLogprobsOf, refuseUnhonoured } from "./vllm_extras.ts";
 
 export { show } from "./validate_fields.ts";
 
@@ -32,6 +35,8 @@ export interface ValidationContext {
   maxStopIds: number;
   /** Most tokens one sequence of this kind fits in the KV pool. */
   capacityTokens: (kvBits: KvBits) => number;
+  /** The seed of a request that sends none (--seed), or null for a random one. */
+  defaultSeed?: () => number | null;
 }
 
 const MAX_SEQUENCES = 4096; // prompts x best_of in one request
@@ -76,11 +81,13 @@ export function validateCompletion(
   if (present(b, "suffix")) {
     throw badRequest("suffix", "'suffix' is not supported by this server.");
   }
+  refuseUnhonoured(b);
   if (present(b, "user") && typeof b.user !== "string") {
     throw badRequest("user", "'user' must be a string.");
   }
   const stream = boolean(b, "stream", false);
   let includeUsage = false;
+  let continuousUsage = false;
   if (present(b, "stream_options")) {
     const so = b.stream_options;
     if (typeof so !== "object" || Array.isArray(so)) {
@@ -90,6 +97,8 @@ export function validateCompletion(
       throw badRequest("stream_options", "'stream_options' is only allowed with stream=true.");
     }
     includeUsage = boolean(so as Body, "include_usage", false);
+    // As vLLM: usage in every chunk only together with include_usage.
+    continuousUsage = includeUsage && boolean(so as Body, "continuous_usage_stats", false);
   }
   const n = integer(b, "n", d.n, 1, 128);
   const bestOf = integer(b, "best_of", n, 1, 128);
@@ -127,6 +136,10 @@ export function validateCompletion(
     stop: stops(b),
     stream,
     includeUsage,
+    continuousUsage,
+    tokensAsIds: boolean(b, "return_tokens_as_token_ids", false),
+    returnTokenIds: boolean(b, "return_token_ids", false),
+    promptLogprobs: promptLogprobsOf(b),
     temperature: number(b, "temperature", d.temperature, 0, 2),
     topP: number(b, "top_p", d.topP, 0, 1, true),
     topK: topK < 0 ? 0 : topK,
@@ -137,8 +150,8 @@ export function validateCompletion(
     minTokens,
     ignoreEos,
     stopTokenIds,
-    logitBias: logitBias(b, ctx.vocabSize),
-    seed: seed as number | null,
+    logitBias: allowOnly(b, ctx.vocabSize, logitBias(b, ctx.vocabSize)),
+    seed: (seed as number | null) ?? ctx.defaultSeed?.() ?? null,
   };
 
   // Counted before any tokenization: a list of 100k prompts is refused cheaply.
@@ -149,10 +162,12 @@ export function validateCompletion(
       `At most ${MAX_SEQUENCES} sequences (prompts x best_of) per request.`,
     );
   }
-  const p = prompts(b, ctx);
-  req.prompts = p.ids;
-  req.promptTexts = p.texts;
-  const longest = Math.max(...p.ids.map((x) => x.length));
+  const cut = truncationOf(b, ctx.maxModelLen);
+  const p = prompts(b, ctx, cut !== null);
+  req.prompts = cut ? p.ids.map((ids) => truncate(ids, cut)) : p.ids;
+  // A truncated prompt echoes as its remaining tokens decode, not as the text sent.
+  req.promptTexts = p.texts.map((t, i) => req.prompts[i] === p.ids[i] ? t : null);
+  const longest = Math.max(...req.prompts.map((x) => x.length));
   // Like vLLM: an omitted max_tokens shrinks to what the context leaves.
   if (!maxTokensGiven) maxTokens = Math.max(0, Math.min(maxTokens, ctx.maxModelLen - longest));
   req.maxTokens = maxTokens;

@@ -106,3 +106,22 @@ export function logitBias(b: Body, vocab: number): Map<number, number> {
   }
   return m;
 }
+
+// A bias no logit survives (finite, as the engine requires): exp() of it is 0 in float32.
+const BANNED = -1e9;
+
+/**
+ * vLLM's allowed_token_ids: every other token is banned, through the logit bias the sampler
+ * already applies (logit_bias entries of allowed tokens keep their value).
+ */
+export function allowOnly(b: Body, vocab: number, bias: Map<number, number>): Map<number, number> {
+  if (!present(b, "allowed_token_ids")) return bias;
+  const list = b.allowed_token_ids;
+  if (!Array.isArray(list) || list.length === 0) {
+    throw badRequest("allowed_token_ids", "'allowed_token_ids' must be a non-empty array of ids.");
+  }
+  const allowed = new Set(list.map((x) => tokenId(x, "allowed_token_ids", vocab)));
+  const out = new Map(bias);
+  for (let id = 0; id < vocab; id++) if (!allowed.has(id)) out.set(id, BANNED);
+  return out;
+}

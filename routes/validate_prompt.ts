@@ -32,10 +32,11 @@ function encodeBounded(text: string, ctx: ValidationContext): number[] {
 export function prompts(
   b: Body,
   ctx: ValidationContext,
+  truncated = false, // a prompt that will be truncated may be longer than the context
 ): { ids: number[][]; texts: (string | null)[] } {
   const p = b.prompt;
   if (p === undefined || p === null) throw badRequest("prompt", "'prompt' is required.");
-  const enc = (text: string) => encodeBounded(text, ctx);
+  const enc = (text: string) => truncated ? ctx.encode(text) : encodeBounded(text, ctx);
   let ids: number[][];
   let texts: (string | null)[];
   if (typeof p === "string") {

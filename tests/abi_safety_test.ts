@@ -2,7 +2,7 @@
 // so nothing on the TS side filters the bad arguments first): every call of
 // tests/helpers/abi_abuse.ts must return a non-OK status with a non-empty nsn_last_error(),
 // leave nsn_engine_check passing and the sequences as they were, and the engine must still
-// step correctly afterwards. tests/asan_test.ts runs the same calls under AddressSanitizer.
+// step correctly afterwards. tests/asan_slow_test.ts runs the same calls under AddressSanitizer.
 
 import assert from "node:assert";
 import { openLibrary } from "../ffi/library.ts";

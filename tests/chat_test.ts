@@ -49,6 +49,7 @@ Deno.test("chat over the fake engine: BOS added unless the template wrote it; no
     const post = async (body: unknown) => {
       const r = await t.app.request("/v1/chat/completions", {
         method: "POST",
+        headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body),
       });
       return { status: r.status, json: await r.json() };

@@ -81,7 +81,10 @@ Deno.test(`fuzz: random request bodies (seed ${SEED})`, async () => {
     for (const f of fields) if (f === "prompt" || r.next() < 0.3) body[f] = r.pick(FIELD_VALUES[f]);
     const res = await t.app.request("/v1/completions", {
       method: "POST",
-      headers: r.next() < 0.1 ? { "X-KV-Bits": r.pick(["1", "2", "16", "3", ""]) } : {},
+      headers: {
+        "Content-Type": "application/json",
+        ...(r.next() < 0.1 ? { "X-KV-Bits": r.pick(["1", "2", "16", "3", ""]) } : {}),
+      },
       body: JSON.stringify(body),
     });
     const where = `iteration ${iter}: ${JSON.stringify(body)}`;
@@ -139,12 +142,14 @@ Deno.test(`fuzz: stop strings over random token scripts (seed ${SEED})`, async (
     const body = { prompt: c.prompt, max_tokens: 40, stop: c.stops };
     const res = await t.app.request("/v1/completions", {
       method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
     const j = await res.json();
     const text: string = j.choices[0].text;
     const sres = await t.app.request("/v1/completions", {
       method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ ...body, stream: true }),
     });
     const streamed = (await sres.text()).split("\n\n").filter((b) => b && b !== "data: [DONE]")

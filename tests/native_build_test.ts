@@ -1,5 +1,6 @@
 // Builds the native library's C++ test binary and runs it (make -C cuda test): ABI validation,
-// allocator, forward-pass consistency and sampling on the CPU backend.
+// allocator, forward-pass consistency and sampling on the CPU backend; and the message a first
+// start prints before it builds the library.
 //
 // `deno task test` runs test files in parallel and other tests build libnsn through
 // ffi/library.ts; both take the same lock (cuda/build/.lock, via flock) so that two makes never
@@ -37,4 +38,17 @@ Deno.test("native library: make -C cuda test passes", async () => {
   assert.equal(code, 0, `make -C cuda test failed (exit ${code}):\n${log.slice(-8000)}`);
   // The speed lines are informative; show them in the test output.
   for (const line of log.split("\n")) if (line.startsWith("demo model")) console.log(line);
+});
+
+Deno.test("the first start says what it builds, how long it may take, and that it happens once", async () => {
+  const { buildMessage } = await import("../ffi/library.ts");
+  const text = await buildMessage("/x/libnsn.so");
+  assert.match(
+    text,
+    /^building the native library \/x\/libnsn\.so \(make -C cuda\): the CPU backend/,
+  );
+  assert.match(text, /minute/);
+  assert.match(text, /This happens once; later starts reuse it until cuda\/ changes\.$/);
+  const nvcc = await new Deno.Command("sh", { args: ["-c", "command -v nvcc"] }).output();
+  assert.equal(text.includes("CUDA backend (nvcc:"), nvcc.code === 0, text);
 });

@@ -36,7 +36,7 @@ interface Sse {
 async function stream(t: App, body: Record<string, unknown>, headers: HeadersInit = {}) {
   const r = await t.app.request("/v1/completions", {
     method: "POST",
-    headers,
+    headers: { "Content-Type": "application/json", ...headers },
     body: JSON.stringify({ ...body, stream: true }),
   });
   assert.equal(r.status, 200);
@@ -278,6 +278,27 @@ Deno.test("SSE framing; include_usage gives exactly one trailing usage chunk", a
   await t.close();
 });
 
+Deno.test("the last token's text streams with finish_reason: max_tokens chunks, no empty one", async () => {
+  const t = makeTestApp();
+  for (const n of [1, 2]) {
+    const s = await stream(t, { prompt: "hello", max_tokens: 5, n });
+    for (let i = 0; i < n; i++) {
+      const chunks = (s.events.slice(0, -1) as Chunk[]).flatMap((e) => e.choices)
+        .filter((c: Chunk) => c.index === i);
+      assert.equal(chunks.length, 5, JSON.stringify(chunks));
+      assert.ok(chunks.every((c: Chunk) => c.text !== ""), JSON.stringify(chunks));
+      assert.deepEqual(chunks.map((c: Chunk) => c.finish_reason), [
+        null,
+        null,
+        null,
+        null,
+        "length",
+      ]);
+    }
+  }
+  await t.close();
+});
+
 Deno.test("a full queue answers 429 with Retry-After", async () => {
   const t = makeTestApp({ engine: { stepDelayMs: 2 }, scheduler: { maxNumSeqs: 1, maxQueue: 1 } });
   const body = { prompt: "hello", max_tokens: 20 };
@@ -304,7 +325,7 @@ Deno.test("client disconnects free the sequences: non-streaming and streaming", 
     method: "POST",
     body: JSON.stringify({ prompt: "hello", max_tokens: 1000, n: 3 }),
     signal: ac.signal,
-    headers: { "X-KV-Bits": "2" },
+    headers: { "Content-Type": "application/json", "X-KV-Bits": "2" },
   });
   const pending = t.app.request(req);
   while (t.engine.seqs.size < 3) await new Promise((r) => setTimeout(r, 1));
@@ -316,7 +337,7 @@ Deno.test("client disconnects free the sequences: non-streaming and streaming", 
   const r = await t.app.request("/v1/completions", {
     method: "POST",
     body: JSON.stringify({ prompt: "hello", max_tokens: 1000, stream: true }),
-    headers: { "X-KV-Bits": "1" },
+    headers: { "Content-Type": "application/json", "X-KV-Bits": "1" },
   });
   const reader = r.body!.getReader();
   await reader.read();

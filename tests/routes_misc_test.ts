@@ -36,11 +36,20 @@ Deno.test("/health is 200 when ready", async () => {
 Deno.test("/tokenize, /detokenize and /tokenizer_info in vLLM's shapes", async () => {
   const t = makeTestApp();
   const post = async (path: string, body: unknown) => {
-    const r = await t.app.request(path, { method: "POST", body: JSON.stringify(body) });
+    const r = await t.app.request(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
     return { status: r.status, json: await r.json() };
   };
   let r = await post("/tokenize", { prompt: "hello!" });
-  assert.deepEqual(r.json, { count: 3, max_model_len: 2048, tokens: [BOS, 258, 33] });
+  assert.deepEqual(r.json, {
+    count: 3,
+    max_model_len: 2048,
+    tokens: [BOS, 258, 33],
+    token_strs: null,
+  });
   r = await post("/tokenize", {
     prompt: "hello!",
     add_special_tokens: false,
@@ -49,7 +58,7 @@ Deno.test("/tokenize, /detokenize and /tokenizer_info in vLLM's shapes", async (
   assert.deepEqual(r.json.tokens, [258, 33]);
   assert.deepEqual(r.json.token_strs, ["hello", "!"]);
   r = await post("/detokenize", { tokens: [BOS, 258, 33, EOS] });
-  assert.deepEqual(r.json, { prompt: "hello!" });
+  assert.deepEqual(r.json, { prompt: "<s>hello!</s>" });
   r = await post("/tokenize", { prompt: 5 });
   assert.equal(r.status, 400);
   assert.equal(r.json.error.param, "prompt");
@@ -67,7 +76,7 @@ Deno.test("/metrics: Prometheus text with kv_bits labels", async () => {
   for (const bits of ["16", "2", "1"]) {
     const r = await t.app.request("/v1/completions", {
       method: "POST",
-      headers: { "X-KV-Bits": bits },
+      headers: { "Content-Type": "application/json", "X-KV-Bits": bits },
       body: JSON.stringify({ prompt: "hello", max_tokens: 3 }),
     });
     await r.json();
@@ -115,7 +124,7 @@ Deno.test("CORS is off by default; --cors exposes X-KV-Bits", async () => {
   assert.match(r.headers.get("Access-Control-Allow-Headers")!, /X-KV-Bits/i);
   r = await on.app.request("/v1/completions", {
     method: "POST",
-    headers: { Origin: "http://a.example", "X-KV-Bits": "2" },
+    headers: { "Content-Type": "application/json", Origin: "http://a.example", "X-KV-Bits": "2" },
     body: JSON.stringify({ prompt: "hi", max_tokens: 1 }),
   });
   assert.match(r.headers.get("Access-Control-Expose-Headers")!, /X-KV-Bits/);

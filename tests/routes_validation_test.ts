@@ -118,6 +118,7 @@ Deno.test("accepted edge values: nulls, best_of 1, max_tokens 0, unknown fields"
   for (const body of ok) {
     const r = await t.app.request("/v1/completions", {
       method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
     const text = await r.text();
@@ -130,6 +131,7 @@ Deno.test("omitted max_tokens shrinks to the context left", async () => {
   const t = makeTestApp({ scheduler: { maxModelLen: 20 } });
   const r = await t.app.request("/v1/completions", {
     method: "POST",
+    headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ prompt: Array.from({ length: 15 }, () => 97), temperature: 0 }),
   });
   const j = await r.json();
@@ -142,7 +144,11 @@ Deno.test("omitted max_tokens shrinks to the context left", async () => {
 Deno.test("a request beyond the KV pool at its kv_bits is refused with the capacity", async () => {
   const t = makeTestApp({ engine: { poolSlabs: 4 }, scheduler: { maxModelLen: 4096 } });
   const body = JSON.stringify({ prompt: [1, 2, 3], max_tokens: 200 });
-  const r16 = await t.app.request("/v1/completions", { method: "POST", body });
+  const r16 = await t.app.request("/v1/completions", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body,
+  });
   const j = await r16.json();
   assert.equal(r16.status, 400);
   assert.equal(j.error.code, "kv_cache_capacity_exceeded");
@@ -150,7 +156,7 @@ Deno.test("a request beyond the KV pool at its kv_bits is refused with the capac
   const r1 = await t.app.request("/v1/completions", {
     method: "POST",
     body,
-    headers: { "X-KV-Bits": "1" },
+    headers: { "Content-Type": "application/json", "X-KV-Bits": "1" },
   });
   assert.equal(r1.status, 200, await r1.text());
   await t.close();
@@ -161,7 +167,7 @@ Deno.test("X-KV-Bits: invalid values name the allowed ones; valid ones are echoe
   for (const bad of ["4", "8", "x", "16.5", "-1", "0x10", "1e0", ""]) {
     const r = await t.app.request("/v1/completions", {
       method: "POST",
-      headers: { "X-KV-Bits": bad },
+      headers: { "Content-Type": "application/json", "X-KV-Bits": bad },
       body: JSON.stringify(P),
     });
     const j = await r.json();
@@ -172,7 +178,7 @@ Deno.test("X-KV-Bits: invalid values name the allowed ones; valid ones are echoe
   for (const good of ["16", "2", "1"]) {
     const r = await t.app.request("/v1/completions", {
       method: "POST",
-      headers: { "X-KV-Bits": good },
+      headers: { "Content-Type": "application/json", "X-KV-Bits": good },
       body: JSON.stringify({ ...P, max_tokens: 2 }),
     });
     assert.equal(r.status, 200);
@@ -184,11 +190,16 @@ Deno.test("X-KV-Bits: invalid values name the allowed ones; valid ones are echoe
 
 Deno.test("invalid JSON -> 400, body too large -> 413, unknown route -> 404", async () => {
   const t = makeTestApp({ config: { maxBodyBytes: 1000 } });
-  let r = await t.app.request("/v1/completions", { method: "POST", body: "{nope" });
+  let r = await t.app.request("/v1/completions", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: "{nope",
+  });
   assert.equal(r.status, 400);
   assertErrorShape(await r.json());
   r = await t.app.request("/v1/completions", {
     method: "POST",
+    headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ prompt: "x".repeat(2000) }),
   });
   assert.equal(r.status, 413);
@@ -223,7 +234,11 @@ Deno.test("while loading: /health and the API answer 503", async () => {
   for (
     const [path, method] of [["/health", "GET"], ["/v1/models", "GET"], ["/v1/completions", "POST"]]
   ) {
-    const r = await app.request(path, { method, body: method === "POST" ? "{}" : undefined });
+    const r = await app.request(path, {
+      method,
+      headers: { "Content-Type": "application/json" },
+      body: method === "POST" ? "{}" : undefined,
+    });
     assert.equal(r.status, 503, path);
     const j = await r.json();
     assertErrorShape(j);
@@ -241,6 +256,7 @@ Deno.test("errors never echo huge input; a huge text prompt is refused quickly",
   for (const body of cases) {
     const r = await t.app.request("/v1/completions", {
       method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
     const text = await r.text();
@@ -250,6 +266,7 @@ Deno.test("errors never echo huge input; a huge text prompt is refused quickly",
   const t0 = performance.now();
   const r = await t.app.request("/v1/completions", {
     method: "POST",
+    headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ prompt: "abc ".repeat(2_000_000) }),
   });
   const j = await r.json();

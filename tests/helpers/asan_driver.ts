@@ -1,4 +1,4 @@
-// Run by tests/asan_test.ts in a child Deno with the gcc ASan runtime preloaded and
+// Run by tests/asan_slow_test.ts in a child Deno with the gcc ASan runtime preloaded and
 // NSN_LIB=cuda/build/libnsn_asan.so: drives the instrumented library through a realistic
 // workload (the demo model's weights, mixed-kv_bits steps, window encodes, logprobs, frees and
 // slot reuse) and then every abusive call of abi_abuse.ts. Any ASan/UBSan report aborts the

@@ -60,7 +60,8 @@ export function httpCases(ctx: GeneratorContext, add: AddCase): void {
     [["X-Api-Key", k]],
   ];
   const authRoutes = [["POST", "/v1/completions"], ["GET", "/v1/models"], ["POST", "/tokenize"]];
-  authRoutes.push(["GET", "/metrics"], ["GET", "/tokenizer_info"]);
+  // /metrics, /health, /ping and /version stay open for scrapers and probes (protocol_test.ts).
+  authRoutes.push(["GET", "/tokenizer_info"]);
   for (const [i, h] of authBad.entries()) {
     for (const [method, path] of authRoutes) {
       add("auth", `auth #${i} ${method} ${path}`, method === "GET" ? undefined : ok, {
