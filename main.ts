@@ -168,7 +168,8 @@ const USAGE = `Usage: deno task start [options]
   --max-queue N                     waiting sequences before 429 (default 1024)
   --max-step-tokens N               tokens per forward step (default 512)
   --kv-pool-mb N                    KV cache pool (default: CPU 256 MiB, CUDA 90% of free)
-  --api-key KEY                     require "Authorization: Bearer KEY" (not on /health)
+  --api-key KEY                     require "Authorization: Bearer KEY" (not on /health);
+                                    default: $NSN_API_KEY; an empty key refuses to start
   --cors                            allow cross-origin requests (exposes X-KV-Bits)
   --threads N                       CPU threads (default: all cores)
   --grace-seconds N                 shutdown waits this long for in-flight requests (default 10)
@@ -182,8 +183,28 @@ function intFlag(name: string, v: string | undefined, min: number): number | und
   return n;
 }
 
-/** Flags -> options; throws with a message for anything wrong. */
-export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
+/**
+ * The API key from --api-key, else from NSN_API_KEY. An empty key is an error, never "no auth"
+ * (`--api-key "$KEY"` with KEY unset must not start an open server), and so is one that an
+ * HTTP client cannot send in a header (non-ASCII, whitespace).
+ */
+function apiKeyOption(flag: string | undefined, env: (name: string) => string | undefined) {
+  const [key, from] = flag !== undefined
+    ? [flag, "--api-key"]
+    : [env("NSN_API_KEY"), "NSN_API_KEY"];
+  if (key === undefined) return undefined;
+  if (key === "") throw new Error(`${from} is empty: give a key, or leave it unset for no auth`);
+  if (!/^[\x21-\x7e]+$/.test(key)) {
+    throw new Error(`${from} must be printable ASCII without spaces (it is sent in a header)`);
+  }
+  return key;
+}
+
+/** Flags (and NSN_API_KEY) -> options; throws with a message for anything wrong. */
+export function parseCli(
+  args: string[],
+  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
+): Partial<ServerOptions> | "help" {
   const { values } = parseArgs({
     args,
     strict: true,
@@ -231,7 +252,7 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
   set("maxQueue", intFlag("max-queue", values["max-queue"], 1));
   set("maxStepTokens", intFlag("max-step-tokens", values["max-step-tokens"], 1));
   set("kvPoolMb", intFlag("kv-pool-mb", values["kv-pool-mb"], 1));
-  set("apiKey", values["api-key"]);
+  set("apiKey", apiKeyOption(values["api-key"], env));
   set("cors", values.cors);
   set("threads", intFlag("threads", values.threads, 1));
   set("debugChecks", values["debug-checks"]);
