@@ -26,8 +26,8 @@ export interface ValidationContext {
   modelIds: string[]; // served id first, then aliases
   vocabSize: number;
   maxModelLen: number;
-  /** Text prompt -> ids, BOS included when the model uses one. */
-  encode: (text: string) => number[];
+  /** Text prompt -> ids, BOS included when the model uses one (off the event loop). */
+  encode: (text: string) => Promise<number[]>;
   eosIds: number[];
   maxStopIds: number;
   /** Most tokens one sequence of this kind fits in the KV pool. */
@@ -62,11 +62,11 @@ function checkModel(b: Body, ctx: ValidationContext): void {
   }
 }
 
-export function validateCompletion(
+export async function validateCompletion(
   body: unknown,
   kvBits: KvBits,
   ctx: ValidationContext,
-): CompletionRequest {
+): Promise<CompletionRequest> {
   if (!isObject(body)) {
     throw badRequest(null, "The request body must be a JSON object.");
   }
@@ -149,7 +149,7 @@ export function validateCompletion(
       `At most ${MAX_SEQUENCES} sequences (prompts x best_of) per request.`,
     );
   }
-  const p = prompts(b, ctx);
+  const p = await prompts(b, ctx);
   req.prompts = p.ids;
   req.promptTexts = p.texts;
   const longest = Math.max(...p.ids.map((x) => x.length));
