@@ -2,8 +2,8 @@
 // with app.request(); main.ts hands app.fetch to Deno.serve.
 
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
+import { bodyLimit } from "./body_limit.ts";
 import { chatRoutes } from "./chat.ts";
 import { completionsRoutes } from "./completions.ts";
 import { ApiError, notFound, onError } from "./errors.ts";
@@ -38,20 +38,7 @@ export function createApp(state: AppState): Hono {
       await next();
     });
   }
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: state.config.maxBodyBytes,
-      onError: () => {
-        throw new ApiError(
-          413,
-          `The request body exceeds ${state.config.maxBodyBytes} bytes.`,
-          null,
-          "request_too_large",
-        );
-      },
-    }),
-  );
+  app.use("*", bodyLimit(state.config.maxBodyBytes));
   app.route("/", healthRoutes(state));
   app.route("/", metricsRoutes(state));
   app.route("/", modelsRoutes(state));
