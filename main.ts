@@ -261,6 +261,9 @@ export function parseCli(
   return out;
 }
 
+/** A second SIGINT/SIGTERM within this window is the same Ctrl-C, not a request to force. */
+const REPEAT_SIGNAL_MS = 1000;
+
 async function main(): Promise<void> {
   let parsed: Partial<ServerOptions> | "help";
   try {
@@ -280,10 +283,16 @@ async function main(): Promise<void> {
     console.error(`error: cannot listen: ${e instanceof Error ? e.message : e}`);
     Deno.exit(1);
   }
-  let stopping = false;
+  let stoppingSince: number | null = null;
   const onSignal = () => {
-    if (stopping) Deno.exit(1); // a second signal: do not wait
-    stopping = true;
+    if (stoppingSince !== null) {
+      // Ctrl-C signals the whole process group: under `deno task start` this process gets the
+      // terminal's signal and the one deno task forwards, a moment apart. Only a signal that
+      // comes later is a person asking to force.
+      if (performance.now() - stoppingSince < REPEAT_SIGNAL_MS) return;
+      Deno.exit(1); // a second signal: do not wait
+    }
+    stoppingSince = performance.now();
     console.error("shutting down (again to force)...");
     srv.shutdown().then(() => Deno.exit(0), () => Deno.exit(1));
   };
