@@ -8,7 +8,10 @@ import { parseArgs } from "node:util";
 import type { ServingModel } from "./engine/model.ts";
 import { Scheduler } from "./engine/scheduler.ts";
 import { KV_BITS, type KvBits } from "./engine/types.ts";
+import { raiseFdLimit } from "./ffi/fd_limit.ts";
 import { type LoadedModel, loadModel } from "./models/loader.ts";
+import { FrontDoor } from "./net/front_door.ts";
+import { HttpServer } from "./net/http_server.ts";
 import { createApp } from "./routes/app.ts";
 import { AppState } from "./routes/state.ts";
 
@@ -27,6 +30,10 @@ export interface ServerOptions {
   cors: boolean;
   threads?: number;
   graceMs: number; // how long shutdown waits for in-flight requests
+  maxConnections?: number; // default: what the open-file limit allows, at most 1024
+  headerTimeoutMs: number; // a request head must arrive within this
+  keepAliveMs: number; // an idle connection is closed after this
+  writeTimeoutMs: number; // a client that reads nothing for this long is dropped
   debugChecks: boolean; // native invariant checks after every step (tests)
   quiet: boolean;
 }
@@ -42,6 +49,9 @@ export const DEFAULTS: ServerOptions = {
   maxStepTokens: 512,
   cors: false,
   graceMs: 10_000,
+  headerTimeoutMs: 10_000,
+  keepAliveMs: 30_000,
+  writeTimeoutMs: 30_000,
   debugChecks: false,
   quiet: false,
 };
@@ -86,6 +96,24 @@ export function resolveOptions(partial: Partial<ServerOptions> = {}): ServerOpti
   return { ...DEFAULTS, ...given };
 }
 
+// Request line + headers; more is a 431 (hyper's own limit answers a bare 400 or closes).
+const MAX_HEAD_BYTES = 64 << 10;
+
+/**
+ * Connections the open-file limit leaves room for: each takes three descriptors (the client's
+ * socket and both ends of the unix socket to Deno.serve), plus some for the model and engine.
+ * More than that would let Deno.serve's own accept() fail, which ends it. Default: that, at
+ * most 1024; a larger --max-connections is lowered to it.
+ */
+function maxConnections(asked: number | undefined, log: (msg: string) => void): number {
+  const lim = raiseFdLimit();
+  const room = lim ? Math.max(16, Math.floor((lim.soft - 128) / 3)) : Infinity;
+  const want = asked ?? Math.min(1024, room);
+  if (want <= room) return want;
+  log(`--max-connections ${want} lowered to ${room}: the open-file limit is ${lim!.soft}`);
+  return room;
+}
+
 /** Binds the port and starts loading the model in the background (see `ready`). */
 export function startServer(partial: Partial<ServerOptions> = {}): RunningServer {
   const opts = resolveOptions(partial);
@@ -96,11 +124,22 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     cors: opts.cors,
   });
   const app = createApp(state);
-  const server = Deno.serve(
-    { hostname: opts.host, port: opts.port, onListen: () => {} },
-    app.fetch,
-  );
-  const port = server.addr.port;
+  // Deno.serve listens on a private unix socket; clients reach it through the front door
+  // (net/front_door.ts: connection limit, timeouts, checked request heads).
+  const server = new HttpServer(app.fetch, log);
+  const door = new FrontDoor({
+    hostname: opts.host,
+    port: opts.port,
+    upstreamPath: () => server.path,
+    maxConnections: maxConnections(opts.maxConnections, log),
+    headerTimeoutMs: opts.headerTimeoutMs,
+    idleTimeoutMs: opts.keepAliveMs,
+    writeTimeoutMs: opts.writeTimeoutMs,
+    maxHeadBytes: MAX_HEAD_BYTES,
+    inFlight: (id) => server.inFlight(id),
+    log,
+  });
+  const port = door.addr.port;
   const url = `http://${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${port}`;
   log(`listening on ${url} (loading ${opts.model}: /health answers 503 until ready)`);
 
@@ -140,7 +179,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     if (closing) return;
     closing = true;
     state.draining = true;
-    const stopped = server.shutdown(); // no new connections; in-flight ones continue
+    const stopped = door.close().then(() => server.shutdown()); // in-flight requests go on
     const s = scheduler as Scheduler | null;
     if (s) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -150,6 +189,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
       await s.close(); // cancels whatever is left; their responses end
     }
     await stopped;
+    await door.drain(1000);
     await ready.catch(() => {});
     (loaded as LoadedModel | null)?.close();
   };
@@ -173,6 +213,12 @@ const USAGE = `Usage: deno task start [options]
   --cors                            allow cross-origin requests (exposes X-KV-Bits)
   --threads N                       CPU threads (default: all cores)
   --grace-seconds N                 shutdown waits this long for in-flight requests (default 10)
+  --max-connections N               open client connections; more get 503 (default: what the
+                                    open-file limit allows, at most 1024; the soft limit is
+                                    raised to the hard one at start)
+  --header-timeout-seconds N        a request's headers must arrive within this (default 10)
+  --keep-alive-seconds N            idle connections are closed after this (default 30)
+  --write-timeout-seconds N         a client that stops reading is dropped after this (default 30)
   --debug-checks                    verify the engine's page tables after every step (slow)
   --help                            this text`;
 
@@ -224,6 +270,10 @@ export function parseCli(
       cors: { type: "boolean" },
       threads: { type: "string" },
       "grace-seconds": { type: "string" },
+      "max-connections": { type: "string" },
+      "header-timeout-seconds": { type: "string" },
+      "keep-alive-seconds": { type: "string" },
+      "write-timeout-seconds": { type: "string" },
       "debug-checks": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -258,6 +308,14 @@ export function parseCli(
   set("debugChecks", values["debug-checks"]);
   const grace = intFlag("grace-seconds", values["grace-seconds"], 0);
   if (grace !== undefined) out.graceMs = grace * 1000;
+  set("maxConnections", intFlag("max-connections", values["max-connections"], 1));
+  const seconds = (flag: string, key: "headerTimeoutMs" | "keepAliveMs" | "writeTimeoutMs") => {
+    const v = intFlag(flag, values[flag as "keep-alive-seconds"], 1);
+    if (v !== undefined) out[key] = v * 1000;
+  };
+  seconds("header-timeout-seconds", "headerTimeoutMs");
+  seconds("keep-alive-seconds", "keepAliveMs");
+  seconds("write-timeout-seconds", "writeTimeoutMs");
   return out;
 }
 

@@ -1,5 +1,5 @@
 // createApp(state): the whole HTTP surface as one Hono app of small sub-apps. Tests drive it
-// with app.request(); main.ts hands app.fetch to Deno.serve.
+// with app.request(); main.ts serves app.fetch (net/http_server.ts behind net/front_door.ts).
 
 import { Hono } from "hono";
 import { cors } from "hono/cors";
