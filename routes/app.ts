@@ -13,10 +13,31 @@ import { modelsRoutes } from "./models.ts";
 import type { AppState } from "./state.ts";
 import { tokenizeRoutes } from "./tokenize.ts";
 
+/** Whether a route pattern such as /v1/models/:model matches a request path. */
+function routeMatches(pattern: string, path: string): boolean {
+  const re = pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:[^/]+/g, "[^/]+");
+  return new RegExp(`^${re}$`).test(path);
+}
+
 export function createApp(state: AppState): Hono {
   const app = new Hono();
   app.onError(onError);
-  app.notFound(notFound);
+  app.notFound((c) => {
+    // A route that exists with other methods: 405 naming them, not 404.
+    const allow = [
+      ...new Set(
+        app.routes.filter((r) => r.method !== "ALL" && routeMatches(r.path, c.req.path)).map((r) =>
+          r.method
+        ),
+      ),
+    ];
+    if (allow.length === 0) return notFound(c);
+    c.header("Allow", allow.join(", "));
+    const msg = `Method ${c.req.method} is not allowed on ${c.req.path}; use ${
+      allow.join(" or ")
+    }.`;
+    return onError(new ApiError(405, msg, null, "method_not_allowed"), c);
+  });
   if (state.config.cors) {
     // Browsers may read X-KV-Bits only when it is exposed.
     app.use(
