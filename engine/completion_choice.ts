@@ -125,13 +125,19 @@ export class Choice implements SeqSink {
     this.#send(text, entries, finish);
   }
 
+  /**
+   * Hands a released piece to the run. Only a non-streaming choice keeps it for final(): a
+   * stream's pieces are gone once sent, so a long stream with n and logprobs holds no more
+   * than what is unsent and what stop matching looks back at.
+   */
   #send(text: string, entries: LogprobEntry[], finish: "stop" | "length" | null): void {
-    this.#text += text;
+    const keep = !this.#run.req.stream;
+    if (keep) this.#text += text;
     let piece: ChoiceLogprobs | null = null;
     if (this.#run.writer && this.#logprobs) {
       piece = this.#run.writer.empty();
       for (const e of entries) this.#run.writer.append(piece, e);
-      this.#run.writer.concat(this.#logprobs, piece);
+      if (keep) this.#run.writer.concat(this.#logprobs, piece);
     }
     this.#run.emit({ index: this.#index, text, logprobs: piece, finish_reason: finish });
   }

@@ -35,6 +35,8 @@ export interface ValidationContext {
 }
 
 const MAX_SEQUENCES = 4096; // prompts x best_of in one request
+// Logprob entries one request may return: each is a JS object of ~100-400 bytes until sent.
+export const MAX_LOGPROB_ENTRIES = 1 << 19;
 
 /** X-KV-Bits header -> kv_bits; absent means the server default, anything else exact. */
 export function parseKvBits(header: string | undefined | null, fallback: KvBits): KvBits {
@@ -178,6 +180,19 @@ export async function validateCompletion(
       "kv_cache_capacity_exceeded",
       { n_ctx: cap, n_prompt_tokens: longest },
     );
+  }
+  if (req.logprobs !== null) {
+    // Every generated (and echoed) token of every candidate carries 1 + logprobs entries.
+    const tokens = p.ids.reduce((a, ids) => a + (req.echo ? ids.length : 0) + maxTokens, 0);
+    const entries = tokens * bestOf * (req.logprobs + 1);
+    if (entries > MAX_LOGPROB_ENTRIES) {
+      throw badRequest(
+        "logprobs",
+        `This request would return ${entries} logprob entries (tokens x candidates x ` +
+          `(1 + logprobs)); at most ${MAX_LOGPROB_ENTRIES} per request. Lower n, best_of, ` +
+          `max_tokens or logprobs.`,
+      );
+    }
   }
   if (minTokens > maxTokens) {
     throw badRequest("min_tokens", `'min_tokens' (${minTokens}) must be <= max_tokens.`);

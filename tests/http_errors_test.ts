@@ -4,20 +4,12 @@
 // or a closed connection).
 
 import assert from "node:assert/strict";
+import { rawExchange } from "./helpers/raw_http.ts";
 import { assertErrorShape, spawnServer } from "./helpers/server.ts";
 
 /** Raw bytes in, the status and parsed body out (the server closes after such an error). */
 async function raw(port: number, request: string): Promise<{ status: number; body: unknown }> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await conn.write(new TextEncoder().encode(request)).catch(() => {});
-  let text = "";
-  const buf = new Uint8Array(8192);
-  for (;;) {
-    const n = await conn.read(buf).catch(() => null);
-    if (n === null) break;
-    text += new TextDecoder().decode(buf.subarray(0, n));
-  }
-  conn.close();
+  const text = await rawExchange(port, request);
   const body = text.slice(text.indexOf("\r\n\r\n") + 4);
   return { status: Number(text.split(" ")[1]), body: JSON.parse(body) };
 }

@@ -3,7 +3,7 @@
 // a /tokenize prompt or a request's prompts beyond them is a clear 400, before any work.
 
 import assert from "node:assert/strict";
-import { assertErrorShape, spawnServer } from "./helpers/server.ts";
+import { assertErrorShape, postJson as post, spawnServer } from "./helpers/server.ts";
 
 // Words the demo tokenizer merges poorly: slow per character, as real text is.
 const TEXT = "Zebra quixotic, jumps; 42 über naïve fjord! ";
@@ -27,14 +27,6 @@ async function worstHealthMs(url: string, work: Promise<unknown>): Promise<numbe
   }
   assert(samples >= 3, `only ${samples} /health samples: the work ended too soon to measure`);
   return worst;
-}
-
-function post(url: string, path: string, body: unknown): Promise<Response> {
-  return fetch(`${url}${path}`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
 }
 
 Deno.test("/health answers promptly while a 1M-character /tokenize runs", async () => {

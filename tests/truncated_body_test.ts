@@ -3,25 +3,12 @@
 // (issue 13 #5); the same cut with Content-Length was already a 400.
 
 import assert from "node:assert/strict";
+import { rawExchange } from "./helpers/raw_http.ts";
 import { spawnServer } from "./helpers/server.ts";
 
-/** Sends raw bytes, half-closes, returns the status line (or "" when the server just closed). */
+/** The status line of the answer to `request` (half-closed), or "" when the server just closed. */
 async function rawStatus(port: number, request: string): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await conn.write(new TextEncoder().encode(request));
-    await conn.closeWrite();
-    let text = "";
-    const buf = new Uint8Array(4096);
-    for (;;) {
-      const n = await conn.read(buf).catch(() => null);
-      if (n === null) break;
-      text += new TextDecoder().decode(buf.subarray(0, n));
-    }
-    return text.split("\r\n")[0];
-  } finally {
-    conn.close();
-  }
+  return (await rawExchange(port, request, true)).split("\r\n")[0];
 }
 
 const JSON_START = '{"prompt": "Once upon a time", "max_tokens": 2, "te';

@@ -211,3 +211,12 @@ export async function assertServes(url: string, headers: Record<string, string> 
     assert.strictEqual(body.choices?.[0]?.finish_reason !== undefined, true);
   }
 }
+
+/** POST a JSON body. */
+export function postJson(url: string, path: string, body: unknown): Promise<Response> {
+  return fetch(`${url}${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
