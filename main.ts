@@ -137,6 +137,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     writeTimeoutMs: opts.writeTimeoutMs,
     maxHeadBytes: MAX_HEAD_BYTES,
     inFlight: (id) => server.inFlight(id),
+    onClientGone: (id) => server.clientGone(id),
     log,
   });
   const port = door.addr.port;

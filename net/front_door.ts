@@ -10,7 +10,8 @@
 //   - request heads checked before the HTTP server sees them (net/request_framer.ts): 431 and
 //     400 with OpenAI error bodies.
 // Each forwarded head carries CONN_HEADER, so the app can tell which connection has requests
-// in flight (inFlight), and an idle connection is one with none and no bytes moving.
+// in flight (inFlight; an idle connection is one with none and no bytes moving) and cancel them
+// the moment their client goes (onClientGone).
 
 import { type Refusal, RequestFramer } from "./request_framer.ts";
 
@@ -28,6 +29,11 @@ export interface FrontDoorOptions {
   maxHeadBytes: number;
   /** Requests of connection `id` the HTTP server is still answering. */
   inFlight: (id: number) => number;
+  /**
+   * The client of connection `id` closed or was dropped: its requests are to be cancelled.
+   * Deno.serve itself notices a hang-up only when it next writes to the connection.
+   */
+  onClientGone: (id: number) => void;
   log: (msg: string) => void;
 }
 
@@ -164,6 +170,7 @@ export class FrontDoor {
     }
     let closed = false;
     const closeBoth = () => {
+      if (!closed) o.onClientGone(id);
       closed = true;
       closeQuietly(client);
       closeQuietly(upstream);
@@ -199,8 +206,9 @@ export class FrontDoor {
       for (;;) {
         const n = await client.read(buf).catch(() => null);
         if (n === null) {
-          // EOF, maybe a half-close: the server sees it as the client's own socket would
-          // show it (a body cut short is a 400), and the response may still come.
+          // EOF: the client is gone (a half-close counts, as for nginx). The server sees the
+          // EOF too (a body cut short is a 400) and its requests are cancelled.
+          o.onClientGone(id);
           return await upstream.closeWrite().catch(() => {});
         }
         lastActivity = performance.now();

@@ -1,8 +1,10 @@
-// Deno.serve on a private unix socket, behind net/front_door.ts. It counts the requests each
-// front-door connection has in flight (from CONN_HEADER), so that the door's idle timeout never
-// closes a connection whose response is still being worked on. If Deno.serve ever fails (its
-// accept() out of file descriptors ends it), it is started again on a fresh socket rather than
-// leaving the process unable to serve.
+// Deno.serve on a private unix socket, behind net/front_door.ts. It tracks the requests each
+// front-door connection has in flight (from CONN_HEADER): the door's idle timeout never closes a
+// connection whose response is still being worked on, and when the door sees a client go
+// (clientGone) those requests' signals abort at once. Deno.serve alone aborts request.signal
+// only when it writes to the connection, so a non-streaming request whose client hung up ran on
+// to max_tokens. If Deno.serve ever fails (its accept() out of file descriptors ends it), it is
+// started again on a fresh socket rather than leaving the process unable to serve.
 
 import { CONN_HEADER } from "./front_door.ts";
 
@@ -14,7 +16,7 @@ export class HttpServer {
   #log: (msg: string) => void;
   #server!: Deno.HttpServer<Deno.UnixAddr>;
   #generation = 0;
-  #inFlight = new Map<number, number>();
+  #inFlight = new Map<number, Set<AbortController>>(); // connection id -> its requests
   #closing = false;
 
   constructor(fetch: Fetch, log: (msg: string) => void) {
@@ -30,7 +32,12 @@ export class HttpServer {
 
   /** Requests of front-door connection `id` not yet answered in full. */
   inFlight(id: number): number {
-    return this.#inFlight.get(id) ?? 0;
+    return this.#inFlight.get(id)?.size ?? 0;
+  }
+
+  /** The client of connection `id` is gone: abort the signals of its requests. */
+  clientGone(id: number): void {
+    for (const ac of this.#inFlight.get(id) ?? []) ac.abort();
   }
 
   /** No new connections; waits for the requests in flight. */
@@ -44,13 +51,14 @@ export class HttpServer {
     this.#generation++;
     this.#server = Deno.serve({ path: this.path, onListen: () => {} }, (req, info) => {
       const id = Number(req.headers.get(CONN_HEADER));
-      this.#inFlight.set(id, this.inFlight(id) + 1);
+      const ac = new AbortController();
+      const mine = this.#inFlight.get(id) ?? new Set();
+      this.#inFlight.set(id, mine.add(ac));
       info.completed.finally(() => {
-        const n = this.inFlight(id) - 1;
-        if (n > 0) this.#inFlight.set(id, n);
-        else this.#inFlight.delete(id);
+        mine.delete(ac);
+        if (mine.size === 0) this.#inFlight.delete(id);
       });
-      return this.#fetch(req);
+      return this.#fetch(new Request(req, { signal: AbortSignal.any([req.signal, ac.signal]) }));
     });
     this.#server.finished.catch((e) => {
       if (this.#closing) return;

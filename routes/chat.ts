@@ -10,7 +10,6 @@ import { encodePrompt } from "../engine/model.ts";
 import type { ChatTemplate } from "../models/chat_template.ts";
 import { validateChat } from "./chat_validate.ts";
 import { ApiError } from "./errors.ts";
-import { probedJson } from "./probed_json.ts";
 import { startRun, streamRun, validationContext } from "./serving.ts";
 import type { AppState, ReadyModel } from "./state.ts";
 
@@ -63,7 +62,8 @@ export function chatRoutes(state: AppState): Hono {
       const chunkHead = { ...head, object: "chat.completion.chunk" };
       return streamRun(c, run, chunkHead, deltaChoice, roles);
     }
-    const body = run.result().then(({ choices, usage }) => ({
+    const { choices, usage } = await run.result();
+    return c.json({
       id: head.id,
       object: "chat.completion",
       created: head.created,
@@ -75,8 +75,7 @@ export function chatRoutes(state: AppState): Hono {
         finish_reason: ch.finish_reason,
       })),
       usage,
-    }));
-    return probedJson(c, body, () => run.cancel());
+    });
   });
   return app;
 }

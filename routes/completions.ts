@@ -3,7 +3,6 @@
 // (routes/serving.ts holds what this shares with /v1/chat/completions).
 
 import { Hono } from "hono";
-import { probedJson } from "./probed_json.ts";
 import { startRun, streamRun, validationContext } from "./serving.ts";
 import type { AppState } from "./state.ts";
 import { validateCompletion } from "./validate.ts";
@@ -23,8 +22,8 @@ export function completionsRoutes(state: AppState): Hono {
       model: r.model.id,
     };
     if (req.stream) return streamRun(c, run, head, (choice) => choice);
-    const body = run.result().then(({ choices, usage }) => ({ ...head, choices, usage }));
-    return probedJson(c, body, () => run.cancel());
+    const { choices, usage } = await run.result();
+    return c.json({ ...head, choices, usage });
   });
   return app;
 }

@@ -10,10 +10,11 @@ import { encodePrompt } from "../engine/model.ts";
 import type { CompletionRequest } from "../engine/sampling_params.ts";
 import type { KvBits } from "../engine/types.ts";
 import { ApiError, toErrorResponse } from "./errors.ts";
-import { PROBE_MS } from "./probed_json.ts";
 import type { AppState, ReadyModel } from "./state.ts";
 import { readJson } from "./tokenize.ts";
 import { parseKvBits, type ValidationContext } from "./validate.ts";
+
+const PING_MS = 15_000;
 
 // SamplingParams.stopIds holds at most 8 ids (the native nsn_sampling array).
 const MAX_STOP_IDS = 8;
@@ -83,10 +84,9 @@ export function streamRun(
     const events = run.events()[Symbol.asyncIterator]();
     let next = events.next();
     for (;;) {
-      // A comment line while nothing else is written: proxies do not time out a long queue or
-      // prefill, and a client that hung up is noticed (only a write shows it) and cancelled.
+      // A comment line now and then keeps proxies from timing out a long queue or prefill.
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const ping = new Promise<"ping">((r) => timer = setTimeout(() => r("ping"), PROBE_MS));
+      const ping = new Promise<"ping">((r) => timer = setTimeout(() => r("ping"), PING_MS));
       const got = await Promise.race([next, ping]);
       clearTimeout(timer);
       if (got === "ping") {

@@ -120,11 +120,11 @@ Deno.test("a streaming client that stops reading is dropped and its request canc
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: portOf(srv) });
   const body = JSON.stringify({
     prompt: "Once",
-    max_tokens: 2000,
+    max_tokens: 1500,
     ignore_eos: true,
     stream: true,
     n: 16,
-    logprobs: 20,
+    logprobs: 20, // 16 x 1500 x 21 logprob entries: just under the per-request bound
   });
   await conn.write(enc.encode(
     `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
@@ -132,12 +132,24 @@ Deno.test("a streaming client that stops reading is dropped and its request canc
   ));
   // Never read: the socket buffers fill, then the write timeout drops the client.
   const t0 = performance.now();
-  let running = 1;
+  let running = 0;
+  while (running === 0 && performance.now() - t0 < 10_000) {
+    await sleep(50);
+    running = await srv.metric("nsn_requests_running");
+  }
+  assert(running > 0, "the request never ran");
   while (running > 0 && performance.now() - t0 < 30_000) {
     await sleep(200);
     running = await srv.metric("nsn_requests_running") + await srv.metric("nsn_requests_waiting");
   }
   conn.close();
   assert.equal(running, 0, "the request of a client that stopped reading still runs");
-  console.log(`a client that stopped reading was cancelled after ${performance.now() - t0} ms`);
+  const ms = performance.now() - t0;
+  console.log(`a client that stopped reading was cancelled after ${ms.toFixed(0)} ms`);
+  assert(ms > 1000, "cancelled before the write timeout: by something else");
+  // Aborted, not run to the end with its output piling up.
+  const text = await (await fetch(`${srv.url}/metrics`)).text();
+  const aborted = /nsn_sequences_finished_total\{[^}]*finished_reason="abort"[^}]*\} (\d+)/
+    .exec(text)?.[1];
+  assert.equal(aborted, "16", "the sequences were not cancelled");
 });

@@ -1,9 +1,9 @@
 // A client that goes away frees its sequences at once, at every stage and for non-streaming
-// requests too. Deno.serve aborts request.signal on a disconnect only when the connection is
-// written to or the whole request came in one read: a non-streaming client with a body of a
-// few KB that hangs up while its request queues, prefills or decodes was never noticed and
-// ran to max_tokens (issue 13 #2). A separate server process, so the client's timeouts fire
-// while the server's event loop is busy.
+// requests too. Deno.serve aborts request.signal on a disconnect only when it writes to the
+// connection or the whole request came in one read: a non-streaming client with a body of a
+// few KB that hung up while its request queued, prefilled or decoded was never noticed and ran
+// to max_tokens (issue 13 #2). The front door (net/) sees the hang-up and aborts the signal. A
+// separate server process, so the client's timeouts fire while the server's event loop is busy.
 
 import assert from "node:assert/strict";
 import { sleep, type SpawnedServer, spawnServer } from "./helpers/server.ts";
