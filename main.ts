@@ -11,9 +11,12 @@ import type { ServingModel } from "./engine/model.ts";
 import { Scheduler } from "./engine/scheduler.ts";
 import { StatsLogger } from "./engine/stats_log.ts";
 import { KV_BITS, type KvBits } from "./engine/types.ts";
+import { raiseFdLimit } from "./ffi/fd_limit.ts";
 import { openLibrary } from "./ffi/library.ts";
 import { readChatTemplateFile } from "./models/chat_template.ts";
 import { type LoadedModel, loadModel } from "./models/loader.ts";
+import { FrontDoor } from "./net/front_door.ts";
+import { HttpServer } from "./net/http_server.ts";
 import { createApp } from "./routes/app.ts";
 import { AppState } from "./routes/state.ts";
 
@@ -32,6 +35,10 @@ export interface ServerOptions {
   cors: boolean;
   threads?: number;
   graceMs: number; // how long shutdown waits for in-flight requests
+  maxConnections?: number; // default: what the open-file limit allows, at most 1024
+  headerTimeoutMs: number; // a request head must arrive within this
+  keepAliveMs: number; // an idle connection is closed after this
+  writeTimeoutMs: number; // a client that reads nothing for this long is dropped
   debugChecks: boolean; // native invariant checks after every step (tests)
   quiet: boolean; // errors only (tests, benchmarks)
   logLevel: LogLevel;
@@ -51,6 +58,9 @@ export const DEFAULTS: ServerOptions = {
   maxStepTokens: 512,
   cors: false,
   graceMs: 10_000,
+  headerTimeoutMs: 10_000,
+  keepAliveMs: 30_000,
+  writeTimeoutMs: 30_000,
   debugChecks: false,
   quiet: false,
   logLevel: "info",
@@ -98,6 +108,24 @@ export function resolveOptions(partial: Partial<ServerOptions> = {}): ServerOpti
   return { ...DEFAULTS, ...given };
 }
 
+// Request line + headers; more is a 431 (hyper's own limit answers a bare 400 or closes).
+const MAX_HEAD_BYTES = 64 << 10;
+
+/**
+ * Connections the open-file limit leaves room for: each takes three descriptors (the client's
+ * socket and both ends of the unix socket to Deno.serve), plus some for the model and engine.
+ * More than that would let Deno.serve's own accept() fail, which ends it. Default: that, at
+ * most 1024; a larger --max-connections is lowered to it.
+ */
+function maxConnections(asked: number | undefined, log: (msg: string) => void): number {
+  const lim = raiseFdLimit();
+  const room = lim ? Math.max(16, Math.floor((lim.soft - 128) / 3)) : Infinity;
+  const want = asked ?? Math.min(1024, room);
+  if (want <= room) return want;
+  log(`--max-connections ${want} lowered to ${room}: the open-file limit is ${lim!.soft}`);
+  return room;
+}
+
 /** Binds the port and starts loading the model in the background (see `ready`). */
 export function startServer(partial: Partial<ServerOptions> = {}): RunningServer {
   const opts = resolveOptions(partial);
@@ -114,11 +142,23 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     seed: opts.seed,
   }, logger);
   const app = createApp(state);
-  const server = Deno.serve(
-    { hostname: opts.host, port: opts.port, onListen: () => {} },
-    app.fetch,
-  );
-  const port = server.addr.port;
+  // Deno.serve listens on a private unix socket; clients reach it through the front door
+  // (net/front_door.ts: connection limit, timeouts, checked request heads).
+  const server = new HttpServer(app.fetch, log);
+  const door = new FrontDoor({
+    hostname: opts.host,
+    port: opts.port,
+    upstreamPath: () => server.path,
+    maxConnections: maxConnections(opts.maxConnections, log),
+    headerTimeoutMs: opts.headerTimeoutMs,
+    idleTimeoutMs: opts.keepAliveMs,
+    writeTimeoutMs: opts.writeTimeoutMs,
+    maxHeadBytes: MAX_HEAD_BYTES,
+    inFlight: (id) => server.inFlight(id),
+    onClientGone: (id) => server.clientGone(id),
+    log,
+  });
+  const port = door.addr.port;
   const url = `http://${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${port}`;
   log(`listening on ${url} (loading ${opts.model}: /health answers 503 until ready)`);
 
@@ -172,7 +212,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     closing = true;
     state.draining = true;
     stats.stop();
-    const stopped = server.shutdown(); // no new connections; in-flight ones continue
+    const stopped = door.close().then(() => server.shutdown()); // in-flight requests go on
     const s = scheduler as Scheduler | null;
     if (s) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -182,6 +222,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
       await s.close(); // cancels whatever is left; their responses end
     }
     await stopped;
+    await door.drain(1000);
     await ready.catch(() => {});
     (loaded as LoadedModel | null)?.close();
   };
@@ -200,7 +241,8 @@ const USAGE = `Usage: deno task start [options]
   --max-queue N                     waiting sequences before 429 (default 1024)
   --max-step-tokens N               tokens per forward step (default 512)
   --kv-pool-mb N                    KV cache pool (default: CPU 256 MiB, CUDA 90% of free)
-  --api-key KEY                     require "Authorization: Bearer KEY" (not on /health)
+  --api-key KEY                     require "Authorization: Bearer KEY" (not on /health);
+                                    default: $NSN_API_KEY; an empty key refuses to start
   --cors                            allow cross-origin requests (exposes X-KV-Bits)
   --threads N                       CPU threads (default: all cores)
   --grace-seconds N                 shutdown waits this long for in-flight requests (default 10)
@@ -211,6 +253,12 @@ const USAGE = `Usage: deno task start [options]
                                     with N, so a server run is reproducible (default: random)
   --log-level debug|info|warning|error   what the log shows (default info: one line per
                                     request and a stats line every 10 s while busy)
+  --max-connections N               open client connections; more get 503 (default: what the
+                                    open-file limit allows, at most 1024; the soft limit is
+                                    raised to the hard one at start)
+  --header-timeout-seconds N        a request's headers must arrive within this (default 10)
+  --keep-alive-seconds N            idle connections are closed after this (default 30)
+  --write-timeout-seconds N         a client that stops reading is dropped after this (default 30)
   --debug-checks                    verify the engine's page tables after every step (slow)
   --help                            this text`;
 
@@ -245,8 +293,28 @@ function spreadServedNames(args: string[]): string[] {
   return out;
 }
 
-/** Flags -> options; throws with a message for anything wrong. */
-export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
+/**
+ * The API key from --api-key, else from NSN_API_KEY. An empty key is an error, never "no auth"
+ * (`--api-key "$KEY"` with KEY unset must not start an open server), and so is one that an
+ * HTTP client cannot send in a header (non-ASCII, whitespace).
+ */
+function apiKeyOption(flag: string | undefined, env: (name: string) => string | undefined) {
+  const [key, from] = flag !== undefined
+    ? [flag, "--api-key"]
+    : [env("NSN_API_KEY"), "NSN_API_KEY"];
+  if (key === undefined) return undefined;
+  if (key === "") throw new Error(`${from} is empty: give a key, or leave it unset for no auth`);
+  if (!/^[\x21-\x7e]+$/.test(key)) {
+    throw new Error(`${from} must be printable ASCII without spaces (it is sent in a header)`);
+  }
+  return key;
+}
+
+/** Flags (and NSN_API_KEY) -> options; throws with a message for anything wrong. */
+export function parseCli(
+  args: string[],
+  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
+): Partial<ServerOptions> | "help" {
   const { values } = parseArgs({
     args: spreadServedNames(args),
     strict: true,
@@ -266,6 +334,10 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
       cors: { type: "boolean" },
       threads: { type: "string" },
       "grace-seconds": { type: "string" },
+      "max-connections": { type: "string" },
+      "header-timeout-seconds": { type: "string" },
+      "keep-alive-seconds": { type: "string" },
+      "write-timeout-seconds": { type: "string" },
       "debug-checks": { type: "boolean" },
       "served-model-name": { type: "string", multiple: true },
       "chat-template": { type: "string" },
@@ -298,7 +370,7 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
   set("maxQueue", intFlag("max-queue", values["max-queue"], 1));
   set("maxStepTokens", intFlag("max-step-tokens", values["max-step-tokens"], 1));
   set("kvPoolMb", intFlag("kv-pool-mb", values["kv-pool-mb"], 1));
-  set("apiKey", values["api-key"]);
+  set("apiKey", apiKeyOption(values["api-key"], env));
   set("cors", values.cors);
   set("threads", intFlag("threads", values.threads, 1));
   const names = values["served-model-name"];
@@ -318,8 +390,19 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
   set("debugChecks", values["debug-checks"]);
   const grace = intFlag("grace-seconds", values["grace-seconds"], 0);
   if (grace !== undefined) out.graceMs = grace * 1000;
+  set("maxConnections", intFlag("max-connections", values["max-connections"], 1));
+  const seconds = (flag: string, key: "headerTimeoutMs" | "keepAliveMs" | "writeTimeoutMs") => {
+    const v = intFlag(flag, values[flag as "keep-alive-seconds"], 1);
+    if (v !== undefined) out[key] = v * 1000;
+  };
+  seconds("header-timeout-seconds", "headerTimeoutMs");
+  seconds("keep-alive-seconds", "keepAliveMs");
+  seconds("write-timeout-seconds", "writeTimeoutMs");
   return out;
 }
+
+/** A second SIGINT/SIGTERM within this window is the same Ctrl-C, not a request to force. */
+const REPEAT_SIGNAL_MS = 1000;
 
 async function main(): Promise<void> {
   let parsed: Partial<ServerOptions> | "help";
@@ -340,10 +423,16 @@ async function main(): Promise<void> {
     console.error(`error: cannot listen: ${e instanceof Error ? e.message : e}`);
     Deno.exit(1);
   }
-  let stopping = false;
+  let stoppingSince: number | null = null;
   const onSignal = () => {
-    if (stopping) Deno.exit(1); // a second signal: do not wait
-    stopping = true;
+    if (stoppingSince !== null) {
+      // Ctrl-C signals the whole process group: under `deno task start` this process gets the
+      // terminal's signal and the one deno task forwards, a moment apart. Only a signal that
+      // comes later is a person asking to force.
+      if (performance.now() - stoppingSince < REPEAT_SIGNAL_MS) return;
+      Deno.exit(1); // a second signal: do not wait
+    }
+    stoppingSince = performance.now();
     console.error("shutting down (again to force)...");
     srv.shutdown().then(() => Deno.exit(0), () => Deno.exit(1));
   };

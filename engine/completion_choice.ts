@@ -153,16 +153,22 @@ export class Choice implements SeqSink {
     this.#send(text, entries, finish);
   }
 
+  /**
+   * Hands a released piece to the run. Only a non-streaming choice keeps it for final(): a
+   * stream's pieces are gone once sent, so a long stream with n and logprobs holds no more
+   * than what is unsent and what stop matching looks back at.
+   */
   #send(text: string, entries: LogprobEntry[], finish: "stop" | "length" | null): void {
-    this.#text += text;
+    const keep = !this.#run.req.stream;
+    if (keep) this.#text += text;
     const writer = this.#run.writer;
     let piece: ChoiceLogprobs | null = null;
     if (writer && this.#logprobs) {
       piece = writer.empty();
       for (const e of entries) writer.append(piece, e);
-      writer.concat(this.#logprobs, piece);
+      if (keep) writer.concat(this.#logprobs, piece);
     }
-    if (!this.#run.req.stream) return;
+    if (keep) return;
     // A chunk waits until the scheduler's synchronous step is over: when the same step ends
     // the choice, its last text and finish_reason go out together in one chunk, as vLLM
     // streams them, instead of text followed by an empty finishing chunk.

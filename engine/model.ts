@@ -24,9 +24,17 @@ export interface ServingModel {
   created: number;
 }
 
-/** Token ids of a text prompt; with addSpecial, BOS first when the model uses one. */
-export function encodePrompt(m: ServingModel, text: string, addSpecial: boolean): number[] {
-  const ids = m.tokenizer.encode(text);
+/**
+ * Token ids of a text prompt; with addSpecial, BOS first when the model uses one. Off the event
+ * loop when the tokenizer can do that: a long prompt must not stall every other request.
+ */
+export async function encodePrompt(
+  m: ServingModel,
+  text: string,
+  addSpecial: boolean,
+): Promise<number[]> {
+  const tok = m.tokenizer;
+  const ids = tok.encodeOffThread ? await tok.encodeOffThread(text) : tok.encode(text);
   if (addSpecial && m.addBos && m.bosId !== null) ids.unshift(m.bosId);
   return ids;
 }

@@ -172,15 +172,11 @@ export async function loadModel(name: string, options: LoadOptions = {}): Promis
       engine.close();
       throw e;
     }
-    return {
-      name,
-      spec,
-      tokenizer,
-      chatTemplate,
-      engine,
-      close: () => engine.close(),
-      [Symbol.dispose]: () => engine.close(),
+    const close = () => {
+      tokenizer.close?.();
+      engine.close();
     };
+    return { name, spec, tokenizer, chatTemplate, engine, close, [Symbol.dispose]: close };
   } finally {
     st?.close();
   }

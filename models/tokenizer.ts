@@ -4,12 +4,17 @@
 
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { ModelError, readJson } from "./config.ts";
+import { TokenizerThread } from "./tokenizer_thread.ts";
 
 export interface TextTokenizer {
   /** Ids the tokenizer can produce are < vocabSize (the model's vocab may be larger). */
   readonly vocabSize: number;
   /** Never adds special tokens (BOS is the caller's, per ModelSpec.addBos). */
   encode(text: string): number[];
+  /** encode() off the event loop, where the tokenizer is slow enough to need it. */
+  encodeOffThread?(text: string): Promise<number[]>;
+  /** Frees what encodeOffThread started. */
+  close?(): void;
   /** skipSpecial (default true, as vLLM) drops special tokens such as BOS/EOS. */
   decode(ids: readonly number[], skipSpecial?: boolean): string;
   /** One token as text for logprobs' `tokens`; a partial UTF-8 piece comes as "bytes:\xNN". */
@@ -23,9 +28,12 @@ export class HfTextTokenizer implements TextTokenizer {
   readonly vocabSize: number;
   #tok: HfTokenizer;
   #cleanUp: boolean;
+  #source: [Json, Json] | null; // what the worker builds its copy from, until it starts
+  #thread: TokenizerThread | null = null;
 
   constructor(tokenizerJson: Json, tokenizerConfig: Json = {}) {
     this.#tok = new HfTokenizer(tokenizerJson, tokenizerConfig);
+    this.#source = [tokenizerJson, tokenizerConfig];
     // The Python `tokenizers` library never cleans up spaces; transformers does only when the
     // config says so. tokenizers.js would default to true, so pass the setting explicitly.
     this.#cleanUp = tokenizerConfig.clean_up_tokenization_spaces === true;
@@ -37,6 +45,21 @@ export class HfTextTokenizer implements TextTokenizer {
   encode(text: string): number[] {
     if (text === "") return [];
     return this.#tok.encode(text, { add_special_tokens: false }).ids;
+  }
+
+  /** The same ids as encode(), from a worker thread started on first use. */
+  encodeOffThread(text: string): Promise<number[]> {
+    if (text === "") return Promise.resolve([]);
+    if (!this.#thread) {
+      const [json, config] = this.#source!;
+      this.#thread = new TokenizerThread(json, config);
+      this.#source = null;
+    }
+    return this.#thread.encode(text);
+  }
+
+  close(): void {
+    this.#thread?.close();
   }
 
   decode(ids: readonly number[], skipSpecial = true): string {

@@ -85,12 +85,12 @@ function renamed(e: unknown, names: Record<string, string>): unknown {
 }
 
 /** `ctx.encode` must not add BOS in front of a rendering that starts with it (chat.ts). */
-export function validateChat(
+export async function validateChat(
   body: unknown,
   kvBits: KvBits,
   ctx: ValidationContext,
   template: ChatTemplate,
-): CompletionRequest {
+): Promise<CompletionRequest> {
   if (!isObject(body)) throw badRequest(null, "The request body must be a JSON object.");
   const b = body;
   unsupported(b);
@@ -137,7 +137,7 @@ export function validateChat(
     suffix: undefined,
   };
   try {
-    return validateCompletion(completion, kvBits, ctx);
+    return await validateCompletion(completion, kvBits, ctx);
   } catch (e) {
     throw renamed(e, { prompt: "messages", max_tokens: maxKey, logprobs: "top_logprobs" });
   }

@@ -34,7 +34,11 @@ export function validationContext(r: ReadyModel): ValidationContext {
   };
 }
 
-export type Validator = (body: unknown, kvBits: KvBits, r: ReadyModel) => CompletionRequest;
+export type Validator = (
+  body: unknown,
+  kvBits: KvBits,
+  r: ReadyModel,
+) => Promise<CompletionRequest>;
 
 /**
  * Validates the body and submits every choice. The client's disconnect (request signal, or
@@ -51,7 +55,7 @@ export async function startRun(
     throw new ApiError(503, "The server is shutting down.", null, "shutting_down");
   }
   const kvBits = parseKvBits(c.req.header("X-KV-Bits"), state.config.defaultKvBits);
-  const req = validate(await readJson(c), kvBits, r);
+  const req = await validate(await readJson(c), kvBits, r);
   c.header("X-KV-Bits", String(kvBits));
   const path = c.req.path;
   const run = new CompletionRun(

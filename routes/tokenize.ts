@@ -19,17 +19,27 @@ export async function readJson(c: Context): Promise<Record<string, unknown>> {
   return body as Record<string, unknown>;
 }
 
+/** Characters one /tokenize prompt may have (~1 s of tokenizer work). */
+export const MAX_TOKENIZE_CHARS = 2 << 20;
+
 export function tokenizeRoutes(state: AppState): Hono {
   const app = new Hono();
   app.post("/tokenize", async (c) => {
     const r = state.requireReady();
     const b = await readJson(c);
     if (typeof b.prompt !== "string") throw badRequest("prompt", "'prompt' must be a string.");
+    if (b.prompt.length > MAX_TOKENIZE_CHARS) {
+      throw badRequest(
+        "prompt",
+        `'prompt' has ${b.prompt.length} characters; /tokenize takes at most ` +
+          `${MAX_TOKENIZE_CHARS}. Split the text.`,
+      );
+    }
     const special = b.add_special_tokens ?? true;
     if (typeof special !== "boolean") {
       throw badRequest("add_special_tokens", "'add_special_tokens' must be a boolean.");
     }
-    const tokens = encodePrompt(r.model, b.prompt, special);
+    const tokens = await encodePrompt(r.model, b.prompt, special);
     const out: Record<string, unknown> = {
       count: tokens.length,
       max_model_len: r.scheduler.opts.maxModelLen,

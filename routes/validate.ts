@@ -29,8 +29,8 @@ export interface ValidationContext {
   modelIds: string[]; // served id first, then aliases
   vocabSize: number;
   maxModelLen: number;
-  /** Text prompt -> ids, BOS included when the model uses one. */
-  encode: (text: string) => number[];
+  /** Text prompt -> ids, BOS included when the model uses one (off the event loop). */
+  encode: (text: string) => Promise<number[]>;
   eosIds: number[];
   maxStopIds: number;
   /** Most tokens one sequence of this kind fits in the KV pool. */
@@ -40,6 +40,8 @@ export interface ValidationContext {
 }
 
 const MAX_SEQUENCES = 4096; // prompts x best_of in one request
+// Logprob entries one request may return: each is a JS object of ~100-400 bytes until sent.
+export const MAX_LOGPROB_ENTRIES = 1 << 19;
 
 /** X-KV-Bits header -> kv_bits; absent means the server default, anything else exact. */
 export function parseKvBits(header: string | undefined | null, fallback: KvBits): KvBits {
@@ -67,11 +69,11 @@ function checkModel(b: Body, ctx: ValidationContext): void {
   }
 }
 
-export function validateCompletion(
+export async function validateCompletion(
   body: unknown,
   kvBits: KvBits,
   ctx: ValidationContext,
-): CompletionRequest {
+): Promise<CompletionRequest> {
   if (!isObject(body)) {
     throw badRequest(null, "The request body must be a JSON object.");
   }
@@ -163,7 +165,7 @@ export function validateCompletion(
     );
   }
   const cut = truncationOf(b, ctx.maxModelLen);
-  const p = prompts(b, ctx, cut !== null);
+  const p = await prompts(b, ctx, cut !== null);
   req.prompts = cut ? p.ids.map((ids) => truncate(ids, cut)) : p.ids;
   // A truncated prompt echoes as its remaining tokens decode, not as the text sent.
   req.promptTexts = p.texts.map((t, i) => req.prompts[i] === p.ids[i] ? t : null);
@@ -193,6 +195,19 @@ export function validateCompletion(
       "kv_cache_capacity_exceeded",
       { n_ctx: cap, n_prompt_tokens: longest },
     );
+  }
+  if (req.logprobs !== null) {
+    // Every generated (and echoed) token of every candidate carries 1 + logprobs entries.
+    const tokens = p.ids.reduce((a, ids) => a + (req.echo ? ids.length : 0) + maxTokens, 0);
+    const entries = tokens * bestOf * (req.logprobs + 1);
+    if (entries > MAX_LOGPROB_ENTRIES) {
+      throw badRequest(
+        "logprobs",
+        `This request would return ${entries} logprob entries (tokens x candidates x ` +
+          `(1 + logprobs)); at most ${MAX_LOGPROB_ENTRIES} per request. Lower n, best_of, ` +
+          `max_tokens or logprobs.`,
+      );
+    }
   }
   if (minTokens > maxTokens) {
     throw badRequest("min_tokens", `'min_tokens' (${minTokens}) must be <= max_tokens.`);

@@ -39,9 +39,15 @@ export function number(
   if (typeof v !== "number" || !Number.isFinite(v)) {
     throw badRequest(key, `'${key}' must be a number, got ${show(v)}.`);
   }
+  const range = `${loOpen ? "(" : "["}${lo}, ${hi}]`;
   if (v > hi || v < lo || (loOpen && v === lo)) {
-    const range = `${loOpen ? "(" : "["}${lo}, ${hi}]`;
     throw badRequest(key, `'${key}' must be in ${range}, got ${v}.`);
+  }
+  // The native engine reads sampling fields as float32, where a denormal double such as 5e-324
+  // becomes 0: check the value it will see.
+  const f = Math.fround(v);
+  if (f > hi || f < lo || (loOpen && f === lo)) {
+    throw badRequest(key, `'${key}' must be in ${range} as a float32, got ${v} (${f} in float32).`);
   }
   return v;
 }

@@ -51,6 +51,7 @@ async function streamOnce(url: string, i: number, abortAfter: number | null): Pr
       while ((end = buf.indexOf("\n\n")) >= 0) {
         const line = buf.slice(0, end);
         buf = buf.slice(end + 2);
+        if (line.startsWith(":")) continue; // a keep-alive comment
         const data = line.slice("data: ".length);
         if (data === "[DONE]") return out;
         const chunk = JSON.parse(data);

@@ -267,11 +267,41 @@ Deno.test("errors never echo huge input; a huge text prompt is refused quickly",
   const r = await t.app.request("/v1/completions", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ prompt: "abc ".repeat(2_000_000) }),
+    body: JSON.stringify({ prompt: "abc ".repeat(1_000_000) }), // just under MAX_PROMPT_CHARS
   });
   const j = await r.json();
   assert.equal(r.status, 400);
   assert.equal(j.error.code, "context_length_exceeded");
   assert.ok(performance.now() - t0 < 3000, "bounded tokenization");
+  await t.close();
+});
+
+Deno.test("sampling floats that become 0 in float32 get a 400 naming the field", async () => {
+  const t = makeTestApp();
+  // The native engine reads these fields as float32, where each value below is 0.
+  const bad: [string, number][] = [
+    ["top_p", 5e-324],
+    ["top_p", 1e-46],
+    ["repetition_penalty", 5e-324],
+    ["repetition_penalty", 1e-46],
+  ];
+  for (const [field, v] of bad) {
+    const r = await t.app.request("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ ...P, [field]: v, max_tokens: 1 }),
+    });
+    const j = await r.json();
+    assert.equal(r.status, 400, `${field} ${v}: ${JSON.stringify(j)}`);
+    assert.equal(j.error.param, field);
+    assert.match(j.error.message, /float32/);
+  }
+  // The same tiny values are fine where 0 is allowed (min_p 0 = off, temperature 0 = greedy).
+  for (const field of ["min_p", "temperature", "presence_penalty"]) {
+    const r = await t.app.request("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ ...P, [field]: 5e-324, max_tokens: 1 }),
+    });
+    assert.equal(r.status, 200, `${field}: ${await r.text()}`);
+  }
   await t.close();
 });

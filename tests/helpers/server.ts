@@ -20,6 +20,8 @@ export interface SpawnOptions {
   denoFlags?: string[];
   /** Passed as --api-key; the helper's own requests (/metrics) then send it. */
   apiKey?: string;
+  /** Runs the server under `prlimit --nofile=N:N` (soft and hard open-file limits). */
+  maxOpenFiles?: number;
 }
 
 export interface SpawnedServer extends AsyncDisposable {
@@ -62,8 +64,11 @@ export async function spawnServer(opts: SpawnOptions = {}): Promise<SpawnedServe
     if (await debugChecksSupported()) args.push("--debug-checks");
     else console.warn("main.ts has no --debug-checks flag: engine invariants are not checked");
   }
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
+  const [cmd, cmdArgs] = opts.maxOpenFiles
+    ? ["prlimit", [`--nofile=${opts.maxOpenFiles}:${opts.maxOpenFiles}`, Deno.execPath(), ...args]]
+    : [Deno.execPath(), args];
+  const child = new Deno.Command(cmd, {
+    args: cmdArgs,
     cwd: ROOT,
     env: opts.env,
     stdin: "null",
@@ -205,4 +210,13 @@ export async function assertServes(url: string, headers: Record<string, string> 
     assert.strictEqual(r.status, 200, `valid request at kv_bits ${kv}: ${JSON.stringify(body)}`);
     assert.strictEqual(body.choices?.[0]?.finish_reason !== undefined, true);
   }
+}
+
+/** POST a JSON body. */
+export function postJson(url: string, path: string, body: unknown): Promise<Response> {
+  return fetch(`${url}${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
 }
