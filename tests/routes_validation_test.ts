@@ -288,6 +288,7 @@ Deno.test("sampling floats that become 0 in float32 get a 400 naming the field",
   for (const [field, v] of bad) {
     const r = await t.app.request("/v1/completions", {
       method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ ...P, [field]: v, max_tokens: 1 }),
     });
     const j = await r.json();
@@ -299,6 +300,7 @@ Deno.test("sampling floats that become 0 in float32 get a 400 naming the field",
   for (const field of ["min_p", "temperature", "presence_penalty"]) {
     const r = await t.app.request("/v1/completions", {
       method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ ...P, [field]: 5e-324, max_tokens: 1 }),
     });
     assert.equal(r.status, 200, `${field}: ${await r.text()}`);
