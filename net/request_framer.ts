@@ -25,6 +25,7 @@ type State =
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP\/1\.[01]$/;
 const CRLF2 = [13, 10, 13, 10];
+const MAX_LINE = 4096; // a chunk-size or trailer line; longer ones are an attack, not a body
 
 function indexOfCrlf2(buf: Uint8Array, from: number): number {
   outer: for (let i = Math.max(0, from); i + 4 <= buf.length; i++) {
@@ -108,6 +109,7 @@ export class RequestFramer {
         // Chunk size lines and trailers: forwarded a byte at a time, read only for their ends.
         const start = at;
         while (at < chunk.length && this.#state === s) this.#lineByte(s, chunk, at++);
+        if (s.line > MAX_LINE) return { status: 400, message: "Malformed chunked request body." };
         out.push(chunk.subarray(start, at));
       }
     }

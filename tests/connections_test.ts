@@ -75,6 +75,17 @@ Deno.test("at the open-file limit the server refuses new sockets but lives and s
   assert.doesNotMatch(srv.stderr(), /Uncaught|panicked/);
 });
 
+Deno.test("the soft open-file limit is raised to the hard one at start", async () => {
+  await using srv = await spawnServer({
+    debugChecks: false,
+    maxOpenFiles: 256,
+    maxOpenFilesHard: 4096,
+  });
+  const limits = await Deno.readTextFile(`/proc/${srv.pid}/limits`);
+  const [soft, hard] = /Max open files\s+(\d+)\s+(\d+)/.exec(limits)!.slice(1).map(Number);
+  assert.deepEqual([soft, hard], [4096, 4096]);
+});
+
 Deno.test("--max-connections: a 503 with an OpenAI error beyond it, served again after", async () => {
   await using srv = await spawnServer({ debugChecks: false, args: ["--max-connections", "8"] });
   const flood = await openIdle(portOf(srv), 8);

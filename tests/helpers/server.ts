@@ -22,6 +22,8 @@ export interface SpawnOptions {
   apiKey?: string;
   /** Runs the server under `prlimit --nofile=N:N` (soft and hard open-file limits). */
   maxOpenFiles?: number;
+  /** With maxOpenFiles: a higher hard limit (the soft one stays maxOpenFiles). */
+  maxOpenFilesHard?: number;
 }
 
 export interface SpawnedServer extends AsyncDisposable {
@@ -65,7 +67,11 @@ export async function spawnServer(opts: SpawnOptions = {}): Promise<SpawnedServe
     else console.warn("main.ts has no --debug-checks flag: engine invariants are not checked");
   }
   const [cmd, cmdArgs] = opts.maxOpenFiles
-    ? ["prlimit", [`--nofile=${opts.maxOpenFiles}:${opts.maxOpenFiles}`, Deno.execPath(), ...args]]
+    ? ["prlimit", [
+      `--nofile=${opts.maxOpenFiles}:${opts.maxOpenFilesHard ?? opts.maxOpenFiles}`,
+      Deno.execPath(),
+      ...args,
+    ]]
     : [Deno.execPath(), args];
   const child = new Deno.Command(cmd, {
     args: cmdArgs,
