@@ -18,7 +18,7 @@ export interface ServerOptions {
   port: number; // 0 = any free port
   kvBits: KvBits; // default for requests without X-KV-Bits
   backend: "auto" | "cpu" | "cuda";
-  maxNumSeqs: number;
+  maxNumSeqs?: number; // default: as many as the KV pool holds
   maxModelLen?: number; // default: the model's max position
   maxQueue: number;
   maxStepTokens: number;
@@ -28,6 +28,7 @@ export interface ServerOptions {
   threads?: number;
   graceMs: number; // how long shutdown waits for in-flight requests
   debugChecks: boolean; // native invariant checks after every step (tests)
+  prefixCaching: boolean; // automatic prefix caching (--no-prefix-caching turns it off)
   quiet: boolean;
 }
 
@@ -37,12 +38,12 @@ export const DEFAULTS: ServerOptions = {
   port: 8000,
   kvBits: 16,
   backend: "auto",
-  maxNumSeqs: 256,
   maxQueue: 1024,
   maxStepTokens: 512,
   cors: false,
   graceMs: 10_000,
   debugChecks: false,
+  prefixCaching: true,
   quiet: false,
 };
 
@@ -124,6 +125,8 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
       maxStepTokens: opts.maxStepTokens,
       maxQueue: opts.maxQueue,
       maxModelLen: opts.maxModelLen ?? loaded.spec.maxPosition,
+      prefixCaching: opts.prefixCaching,
+      debugChecks: opts.debugChecks,
     }, state.metrics.observer());
     state.setReady(model, scheduler);
     const info = loaded.engine.info();
@@ -131,7 +134,8 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     log(
       `ready: ${model.id} on ${info.backend} (${info.deviceName}) in ` +
         `${((performance.now() - t0) / 1000).toFixed(1)} s; KV pool ` +
-        `${(info.kvPoolBytes / 2 ** 20).toFixed(0)} MiB, tokens per sequence: ${caps}`,
+        `${(info.kvPoolBytes / 2 ** 20).toFixed(0)} MiB, tokens per sequence: ${caps}; ` +
+        `prefix caching ${opts.prefixCaching ? "on" : "off"}`,
     );
   })();
   ready.catch((e) => state.loadError = e instanceof Error ? e.message : String(e));
@@ -163,7 +167,7 @@ const USAGE = `Usage: deno task start [options]
   --port N                          port (default 8000; 0 = any free port)
   --kv-bits 16|2|1                  KV precision when a request sends no X-KV-Bits (default 16)
   --backend auto|cpu|cuda           compute backend (default auto: CUDA when present)
-  --max-num-seqs N                  running sequences at once (default 256)
+  --max-num-seqs N                  running sequences at most (default: what the KV pool holds)
   --max-model-len N                 context length (default: the model's)
   --max-queue N                     waiting sequences before 429 (default 1024)
   --max-step-tokens N               tokens per forward step (default 512)
@@ -172,7 +176,8 @@ const USAGE = `Usage: deno task start [options]
   --cors                            allow cross-origin requests (exposes X-KV-Bits)
   --threads N                       CPU threads (default: all cores)
   --grace-seconds N                 shutdown waits this long for in-flight requests (default 10)
-  --debug-checks                    verify the engine's page tables after every step (slow)
+  --no-prefix-caching               recompute shared prompt prefixes (default: reuse them)
+  --debug-checks                    verify page tables and reference counts every step (slow)
   --help                            this text`;
 
 function intFlag(name: string, v: string | undefined, min: number): number | undefined {
@@ -204,6 +209,7 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
       threads: { type: "string" },
       "grace-seconds": { type: "string" },
       "debug-checks": { type: "boolean" },
+      "no-prefix-caching": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -235,6 +241,7 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
   set("cors", values.cors);
   set("threads", intFlag("threads", values.threads, 1));
   set("debugChecks", values["debug-checks"]);
+  if (values["no-prefix-caching"]) out.prefixCaching = false;
   const grace = intFlag("grace-seconds", values["grace-seconds"], 0);
   if (grace !== undefined) out.graceMs = grace * 1000;
   return out;

@@ -38,6 +38,7 @@ export class AppState {
           numRunning: this.ready.scheduler.numRunning,
           numWaiting: this.ready.scheduler.numWaiting,
           engine: this.ready.model.engine,
+          kv: this.ready.scheduler.kv,
         }
         : null
     );

@@ -3,6 +3,7 @@
 // numeric helpers. Without a GPU every GPU test is skipped with one clear message; with
 // NSN_TEST_GPU=1 (deno task test:gpu) a missing GPU is an error instead.
 
+import { PagedEngine } from "../helpers/paged_engine.ts";
 import { greedySampling, type KvBits, type SamplingParams } from "../../engine/types.ts";
 import { type NsnLibrary, openLibrary } from "../../ffi/library.ts";
 import { NativeEngine } from "../../ffi/native_engine.ts";
@@ -52,8 +53,8 @@ export function tinySpec(over: Partial<ModelSpec> = {}): ModelSpec {
 }
 
 export interface EnginePair {
-  cpu: NativeEngine;
-  gpu: NativeEngine;
+  cpu: PagedEngine;
+  gpu: PagedEngine;
   close(): void;
   [Symbol.dispose](): void;
 }
@@ -76,7 +77,7 @@ export async function enginePair(
     });
     await e.initRandom(seed);
     await e.finalize();
-    return e;
+    return new PagedEngine(e);
   };
   const cpu = await make("cpu");
   const gpu = await make(GPU_BACKEND);
