@@ -258,7 +258,9 @@ async function runKernelBench(a: BenchArgs): Promise<void> {
       `kernel benchmark failed (exit ${st.code}); it needs nvcc, a CUDA GPU and torch`,
     );
   }
-  console.log(`\nwrote ${dir}/bench.md and ${dir}/bench.json`);
+  // kernels.json: the rows (ctx, batch, fp16/nsn2/nsn1/sdpa us) and the card's copy GB/s
+  await Deno.copyFile(`${dir}/bench.json`, `${dir}/kernels.json`);
+  console.log(`\nwrote ${dir}/bench.md and ${dir}/kernels.json`);
 }
 
 if (import.meta.main) {

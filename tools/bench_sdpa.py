@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Times torch.nn.functional.scaled_dot_product_attention for single-token decode on the shapes
 of cuda/tests/gpu/bench_attention.cu: fp16 K/V [batch, 8, ctx, 128], q [batch, 32, 1, 128].
+Efficiency here uses a nominal 4.3 TB/s; bench_combine.py recomputes it with the copy rate
+bench_attention.cu measured in the same run.
 
 GQA goes through enable_gqa=True (torch >= 2.5) when the installed torch accepts it, otherwise
 K/V heads are repeated 4x beforehand (outside the timed region); the JSON says which ("gqa").
@@ -53,6 +55,9 @@ def main():
     args = ap.parse_args()
     ctxs = [4096, 32768] if args.quick else [1024, 4096, 16384, 32768, 131072]
     batches = [1, 16] if args.quick else [1, 4, 16, 64]
+    shapes = [(c, b) for c in ctxs for b in batches]
+    # large batches, as bench_attention.cu
+    shapes += [(c, b) for c in ([1024] if args.quick else [1024, 4096]) for b in ([512] if args.quick else [256, 512])]
     dev = torch.cuda.get_device_name(0)
     gqa = "enable_gqa"
     try:
@@ -63,8 +68,8 @@ def main():
         gqa = "repeat_kv"
     print(f"torch {torch.__version__}, {dev}, GQA via {gqa}", flush=True)
     results = []
-    for ctx in ctxs:
-        for batch in batches:
+    for ctx, batch in shapes:
+        if True:
             kv_bytes = batch * HKV * ctx * D * 2 * 2
             free, _ = torch.cuda.mem_get_info()
             rep = 1 if gqa == "enable_gqa" else H // HKV

@@ -3,7 +3,7 @@
 // timed decode are bench --engine's (bench/engine_sweep.ts: extend, timeDecode).
 //
 //   deno run -A tools/decode_profile.ts [--model llama-3-8b] [--batch 1] [--ctx 512]
-//     [--kv-bits 16] [--steps 64] [--backend cuda]
+//     [--kv-bits 16] [--steps 64] [--backend cuda] [--pool-gb 8]
 //
 // Prints the median and p99 ms per decode step.
 import { DirectKv } from "../engine/direct_kv.ts";
@@ -25,6 +25,7 @@ const { values } = parseArgs({
     "kv-bits": { type: "string", default: "16" },
     steps: { type: "string", default: "64" },
     backend: { type: "string", default: "cuda" },
+    "pool-gb": { type: "string", default: "8" },
   },
 });
 const batch = Number(values.batch), ctx = Number(values.ctx), steps = Number(values.steps);
@@ -34,7 +35,7 @@ const e = NativeEngine.create(lib, syntheticSpec(values.model!), {
   backend: values.backend as "cuda" | "cpu",
   maxSeqs: Math.max(batch, 8),
   maxStepTokens: Math.max(2048, ctx),
-  kvPoolBytes: 8n << 30n,
+  kvPoolBytes: BigInt(Math.round(Number(values["pool-gb"]) * 1024)) << 20n,
 });
 try {
   await e.initRandom(1n);

@@ -65,14 +65,12 @@ if [ $build_ok = 0 ]; then
   exit 2
 fi
 echo "build ok ($(date -u +%H:%M:%S))" | tee -a "$OUT/build.log"
-if command -v cuobjdump >/dev/null; then  # instruction mix of the head_dim-128 decode kernel, per variant
-  for v in 0 1 2 3 4 5 6; do
-    echo "== SASS instruction histogram, decode_attn_kernel<128, v$v>" >>"$OUT/build.log"
-    cuobjdump -sass "$B/decode_attention.o" 2>/dev/null |
-      awk -v pat="decode_attn_kernelILi128ELi${v}E" '$0 ~ "Function : .*" pat {f=1; next} /Function :/{f=0} f' |
-      grep -oE '^ +/\*[0-9a-f]{4,}\*/ +[A-Z][A-Z0-9_.]*' | awk '{sub(/\..*/, "", $2); print $2}' |
-      sort | uniq -c | sort -rn | head -25 >>"$OUT/build.log"
-  done
+if command -v cuobjdump >/dev/null; then  # instruction mix of the head_dim-128 decode kernel
+  echo "== SASS instruction histogram, decode_attn_kernel<128>" >>"$OUT/build.log"
+  cuobjdump -sass "$B/decode_attention.o" 2>/dev/null |
+    awk -v pat="decode_attn_kernelILi128EE" '$0 ~ "Function : .*" pat {f=1; next} /Function :/{f=0} f' |
+    grep -oE '^ +/\*[0-9a-f]{4,}\*/ +[A-Z][A-Z0-9_.]*' | awk '{sub(/\..*/, "", $2); print $2}' |
+    sort | uniq -c | sort -rn | head -25 >>"$OUT/build.log"
 fi
 
 [ $BUILD_ONLY = 1 ] && exit 0
@@ -116,14 +114,14 @@ python3 tools/bench_combine.py "$B/bench_ours.json" "$B/bench_sdpa.json" --md "$
 [ -s "$OUT/bench.md" ] && cat "$OUT/bench.md" || { rc_bench=1; echo "benchmark failed (see $OUT/bench.log)"; }
 
 if [ $NCU = 1 ] && command -v ncu >/dev/null; then
-  echo "== ncu (32K context, batch 16, every kernel variant)"
-  for v in ${NCU_VARIANTS:-0 1 2 3 4 5 6}; do
+  echo "== ncu (32K context x batch 16; 1K x 512)"
+  for shape in "32768 16" "1024 512"; do
     for bits in 16 2 1; do
-      echo "#### variant v$v kv_bits $bits"
-      NSN_ATTN_VARIANT=$v ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
+      echo "#### kv_bits $bits ctx x batch $shape"
+      ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
         --section Occupancy --section WarpStateStats \
-        "$B/bench_attention" --only $bits 32768 16 --no-variants
+        "$B/bench_attention" --only $bits $shape
     done
   done >"$OUT/ncu.log" 2>&1
 fi

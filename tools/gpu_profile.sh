@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
-# gpu_profile.sh: a development round on the GPU machine: the KV-kernel tests and the kernel
-# variant timings (tools/gpu_kernel_tests.sh --quick), `deno task test:gpu`, and batch-1/32
+# gpu_profile.sh: a development round on the GPU machine: the KV-kernel tests and the quick
+# kernel table (tools/gpu_kernel_tests.sh --quick), `deno task test:gpu`, and batch-1/32
 # decode step times of synthetic llama-3-8b with CUDA graphs on and off (tools/decode_profile.ts).
-# With NCU=1 also ncu warp-state statistics of the decode-attention kernel at 32K x 16 (the
-# variants given) and per-SASS-instruction execution counts and stall samples of the first one
-# (sass_1.csv.xz, sass_2.csv.xz: NSN-1, NSN-2). With NCU_STEP=1 the per-kernel GPU time of about
+# With NCU=1 also ncu warp-state statistics of the decode-attention kernel at 32K x 16 and
+# per-SASS-instruction execution counts and stall samples (sass_1.csv.xz, sass_2.csv.xz: NSN-1,
+# NSN-2). With NCU_STEP=1 the per-kernel GPU time of about
 # one batch-1 decode step (step_kernels.txt; STEP_BITS picks kv_bits, default 16).
 #
-#   source .gpu/env.sh && [NCU=1] [NCU_STEP=1] tools/gpu_profile.sh OUT_DIR [VARIANTS_FOR_NCU]
+#   source .gpu/env.sh && [NCU=1] [NCU_STEP=1] tools/gpu_profile.sh OUT_DIR
 #
 # OUT_DIR gets profile.log, kernels.log, gpu_tests.log (and ncu.log, sass_*.csv.xz,
 # step_kernels.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:?usage: tools/gpu_profile.sh OUT_DIR [VARIANTS]}
-VARIANTS=${2:-1}
+OUT=${1:?usage: tools/gpu_profile.sh OUT_DIR}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 K=$(mktemp -d)
@@ -62,18 +61,16 @@ for n, t in sorted(tot.items(), key=lambda x: -x[1]):
 PY
 fi
 if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
-  for v in $VARIANTS; do
-    for bits in 2 1; do
-      echo "#### variant v$v kv_bits $bits"
-      NSN_ATTN_VARIANT=$v ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
-        --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
-        --section SchedulerStats "$K/kb/bench_attention" --only $bits 32768 16 --no-variants
-    done
+  for bits in 2 1; do
+    echo "#### kv_bits $bits"
+    ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
+      --section SchedulerStats "$K/kb/bench_attention" --only $bits 32768 16
   done >"$OUT/ncu.log" 2>&1
   # per-instruction execution counts and stall samples (SASS), NSN-1 and NSN-2 at 32K x 16
   for bits in 1 2; do
-    NSN_ATTN_VARIANT=${VARIANTS%% *} ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
-      --section SourceCounters --import-source yes -o "$K/src$bits" "$K/kb/bench_attention" --only $bits 32768 16 --no-variants >/dev/null 2>&1
+    ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
+      --section SourceCounters --import-source yes -o "$K/src$bits" "$K/kb/bench_attention" --only $bits 32768 16 >/dev/null 2>&1
     ncu -i "$K/src$bits.ncu-rep" --page source --csv --print-source sass 2>&1 | xz -9 >"$OUT/sass_$bits.csv.xz"
   done
 fi

@@ -10,7 +10,7 @@
 //   -> final norm + lm_head on the rows that need logits -> logprobs + sampling on the GPU
 //   -> one device->host copy of ids and logprobs.
 // In pure-decode steps (every sequence adds one token) the layer loop runs as a CUDA graph,
-// captured once per key (rows, attention split plan and variant, encode launched or not) and
+// captured once per key (rows, encode launched or not) and
 // replayed; the plan's per-row sections sit at offsets that depend only on the row count.
 // NSN_CUDA_GRAPHS=0 turns graphs off.
 // Where prefill K/V goes (kv_bits 1/2): windows that complete inside the chunk are staged in
@@ -190,12 +190,8 @@ class CudaBackend : public Backend {
   // graph_plan_ / graph_ws_), they depend only on what the key holds.
   struct GraphKey {
     int n;         // rows (= decode sequences)
-    int n_splits;  // decode attention's split-KV plan (plan_decode)
-    int variant;   // decode attention kernel variant
     int encode;    // the decode-row encode is launched (with n jobs, unused ones no-ops)
-    bool operator==(const GraphKey& o) const {
-      return n == o.n && n_splits == o.n_splits && variant == o.variant && encode == o.encode;
-    }
+    bool operator==(const GraphKey& o) const { return n == o.n && encode == o.encode; }
   };
   struct CachedGraph {
     GraphKey key;
@@ -268,7 +264,6 @@ class CudaBackend : public Backend {
     size_t tokens, tok_kv, logit_rows, row_jobs, samples;
     size_t dec_seqs, dec_enc, pre_seqs, tiles, copies, deq, penc;  // deq/penc: [n_layers][n]
     int n_dec, n_dec_enc, n_pre, n_tiles, n_copies, n_deq, n_penc, n_logit, n_samples;
-    int dec_all_fp16;  // every decode row is kv_bits 16 (kernel variant hint)
     int max_ctx;
   } sec_{};
   std::vector<int32_t> logit_row_list_;  // host copy: token rows needing logits
@@ -681,7 +676,6 @@ nsn_status CudaBackend::pack_plan(const StepPlan& plan, bool graph_layout) {
   }
   S.tok_kv = P.put(tok);
   S.n_dec = (int)dec.size();
-  S.dec_all_fp16 = std::all_of(dec.begin(), dec.end(), [](const DecodeSeq& d) { return d.kv_bits == 16; });
   if (S.n_dec) S.dec_seqs = P.put(dec);
   if (graph_layout && !dec_enc.empty()) dec_enc.resize(dec.size(), EncodeJob{});  // no-op jobs
   S.n_dec_enc = (int)dec_enc.size();
@@ -886,7 +880,6 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
       da.scale = scale;
       da.workspace = (float*)dec_ws_.p;
       da.workspace_bytes = dec_ws_.bytes;
-      da.all_fp16 = S.dec_all_fp16;
       TRY(launch_decode_attention(da, stream_));
     }
     if (S.n_tiles) {
@@ -922,15 +915,13 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
 
 // ---- CUDA graphs ---------------------------------------------------------------------------
 
-// The key of this (pure-decode, packed) step. Decode attention's max_ctx matters only through
-// n_splits (and the workspace size, fixed by n and n_splits): a graph captured at one max_ctx
-// replays correctly at any other with the same plan.
+// The key of this (pure-decode, packed) step. Decode attention plans its work on the device
+// from the DecodeSeqs (data) into a workspace whose size depends on n only: a graph captured at
+// one context length replays correctly at any other.
 CudaBackend::GraphKey CudaBackend::graph_key() const {
   const Sections& S = sec_;
   GraphKey k{};
   k.n = S.n_dec;
-  k.n_splits = gpu::plan_decode(geo_, S.n_dec, S.max_ctx).n_splits;
-  k.variant = gpu::decode_attention_variant(S.dec_all_fp16 != 0);
   k.encode = S.n_dec_enc > 0;
   return k;
 }

@@ -1,8 +1,8 @@
 // decode_attention_ref.cu: the plain decode-attention kernel. Each thread block decodes its
 // windows to fp32 K/V in shared memory (kv_block_dev.cuh, the numbers of quant_decode_block)
 // and runs textbook online-softmax attention for up to 8 query heads. It serves the RTN
-// baseline (quality runs, not speed) and is the tests' second opinion on the fast kernel.
-// Same grid, split plan and partial format as decode_attention.cu.
+// baseline (quality runs, not speed), head_dim 256, and is the tests' second opinion on the
+// fast kernel. One block per (KV head x head group, sequence), no split.
 #include <math.h>
 
 #include <mutex>
@@ -16,7 +16,17 @@ namespace nsn {
 namespace gpu {
 namespace {
 
-using RefArgs = AttnKernelArgs;
+struct RefArgs {
+  const uint8_t* arena;
+  const DecodeSeq* seqs;
+  const float* q;
+  __nv_bfloat16* out;
+  const float* inv_freq;
+  const float* cb1;
+  const float* cb2;
+  int n_heads, n_kv_heads, group, hgroups, layer, method, ablation;
+  float scale_log2;  // softmax scale in log2 units
+};
 
 template <int D>
 struct RefSmem {
@@ -32,16 +42,14 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_attn_ref_kernel(RefAr
   NSN_DYNAMIC_SMEM(float, sm);
   float *kx = sm + S::K, *vx = sm + S::V, *q = sm + S::Q, *acc = sm + S::ACC, *sc = sm + S::SC;
   const int tid = threadIdx.x, lane = tid & 31, warp = __shfl_sync(kFull, tid >> 5, 0);
-  const int seq = blockIdx.z, split = blockIdx.x;
-  const DecodeSeq sq = a.seqs[seq];
+  const DecodeSeq sq = a.seqs[blockIdx.z];
   const int kvh = blockIdx.y / a.hgroups, hg = blockIdx.y % a.hgroups;
   const int head0 = kvh * a.group + hg * kHeadsPerCta;
   const int nh = min(kHeadsPerCta, a.group - hg * kHeadsPerCta);
   const int n_ctx = sq.n_ctx, n_windows = (n_ctx + kWindow - 1) / kWindow;
   const int kind = kind_of_bits(sq.kv_bits);
   const int nq = sq.kv_bits == 16 ? 0 : n_ctx / kWindow;
-  const int per = (n_windows + a.n_splits - 1) / a.n_splits;
-  const int w0 = split * per, w1 = min(n_windows, w0 + per);
+  const int w0 = 0, w1 = n_windows;
   const bool hadamard = !(a.ablation & NSN_ABL_NO_HADAMARD);
 
   for (int idx = tid; idx < kHeadsPerCta * D; idx += kBlockThreads) {
@@ -112,17 +120,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_attn_ref_kernel(RefAr
   }
   if (warp < nh) {
     for (int c = lane; c < D; c += 32) {
-      const float A = acc[warp * D + c];
-      if (a.n_splits == 1) {
-        a.out[((size_t)sq.q_row * a.n_heads + head0 + warp) * D + c] = __float2bfloat16(l_run > 0.0f ? A / l_run : 0.0f);
-      } else {
-        const size_t r = ((size_t)seq * a.n_heads + head0 + warp) * a.n_splits + split;
-        a.ws_acc[r * D + c] = A;
-        if (c == 0) {
-          a.ws_ml[2 * r] = m_run;
-          a.ws_ml[2 * r + 1] = l_run;
-        }
-      }
+      a.out[((size_t)sq.q_row * a.n_heads + head0 + warp) * D + c] =
+          __float2bfloat16(l_run > 0.0f ? acc[warp * D + c] / l_run : 0.0f);
     }
   }
 }
@@ -135,15 +134,26 @@ nsn_status launch_ref(const DecodeAttnArgs& a, const DecodePlan& p, cudaStream_t
     attr_err = cudaFuncSetAttribute(decode_attn_ref_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)RefSmem<D>::bytes);
   });
-  if (attr_err != cudaSuccess) {
-    return set_error(NSN_E_BACKEND, "decode_attention_ref: smem attribute: %s", cudaGetErrorString(attr_err));
-  }
-  const RefArgs r = attn_kernel_args(a, p);
-  NSN_LAUNCH(decode_attn_ref_kernel<D>, dim3(p.n_splits, a.g.n_kv_heads * p.hgroups, a.n_seqs), kBlockThreads,
-             RefSmem<D>::bytes, stream, r);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) return set_error(NSN_E_BACKEND, "decode_attention_ref launch: %s", cudaGetErrorString(e));
-  return NSN_OK;
+  if (nsn_status st = cuda_status(attr_err, "reference kernel shared-memory attribute")) return st;
+  RefArgs r{};
+  r.arena = a.arena;
+  r.seqs = a.seqs;
+  r.q = a.q;
+  r.out = a.out;
+  r.inv_freq = a.g.inv_freq;
+  r.cb1 = a.g.codebook1;
+  r.cb2 = a.g.codebook2;
+  r.n_heads = a.g.n_heads;
+  r.n_kv_heads = a.g.n_kv_heads;
+  r.group = p.group;
+  r.hgroups = p.hgroups;
+  r.layer = a.layer;
+  r.method = a.g.quant_method;
+  r.ablation = a.g.ablation;
+  r.scale_log2 = a.scale * 1.4426950408889634f;
+  NSN_LAUNCH(decode_attn_ref_kernel<D>, dim3(1, a.g.n_kv_heads * p.hgroups, a.n_seqs), kBlockThreads, RefSmem<D>::bytes,
+             stream, r);
+  return cuda_status(cudaGetLastError(), "reference kernel launch");
 }
 
 }  // namespace
@@ -152,22 +162,7 @@ nsn_status launch_decode_attention_ref(const DecodeAttnArgs& a, cudaStream_t str
   DecodePlan plan;
   if (nsn_status st = check_decode_args(a, &plan)) return st;
   if (a.n_seqs == 0) return NSN_OK;
-  nsn_status st;
-  switch (a.g.head_dim) {
-    case 64:
-      st = launch_ref<64>(a, plan, stream);
-      break;
-    case 128:
-      st = launch_ref<128>(a, plan, stream);
-      break;
-    case 256:
-      st = launch_ref<256>(a, plan, stream);
-      break;
-    default:
-      return set_error(NSN_E_UNSUPPORTED, "decode_attention_ref: head_dim %d (supported: 64, 128, 256)", a.g.head_dim);
-  }
-  if (st != NSN_OK) return st;
-  return launch_attn_reduce(a, plan, stream);
+  return with_head_dim(a.g.head_dim, "decode_attention_ref", [&](auto d) { return launch_ref<decltype(d)::value>(a, plan, stream); });
 }
 
 }  // namespace gpu

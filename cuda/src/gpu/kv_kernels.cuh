@@ -54,7 +54,7 @@ nsn_status launch_kv_dequant(const KvGeometry& g, const EncodeJob* jobs, int n_j
 // One decoding query row (one sequence's new token) for decode attention.
 struct DecodeSeq {
   int32_t kv_bits;           // 16, 2, 1
-  int32_t n_ctx;             // tokens to attend, the new one included (already appended/encoded)
+  int32_t n_ctx;             // tokens to attend (>= 1), the new one included (already appended/encoded)
   int32_t q_row;             // row in q / out
   int32_t n_windows;         // ceil(n_ctx / 64)
   const int64_t* page_off;   // device [n_windows] arena offsets. Window w is quantized iff
@@ -69,14 +69,15 @@ struct DecodeAttnArgs {
   __nv_bfloat16* out;        // device [rows][n_heads*head_dim]
   const DecodeSeq* seqs;     // device [n_seqs]
   int32_t n_seqs;
-  int32_t max_ctx;           // max n_ctx over seqs (split-KV planning, host value)
+  int32_t max_ctx;           // max n_ctx over seqs (host value; informational)
   float scale;               // 1/sqrt(head_dim)
-  float* workspace;          // device scratch for split-KV partials: zero-filled once after
-                             // allocation (the kernels leave their counters at zero)
+  float* workspace;          // device scratch (the launch's work plan, split-KV partials):
+                             // zero-filled once after allocation (the kernels leave their
+                             // counters at zero)
   size_t workspace_bytes;
-  int32_t all_fp16;          // host hint: every row is kv_bits 16 (picks the fp16-fastest variant)
 };
-// Bytes of workspace decode attention needs for n_seqs rows of up to max_ctx tokens.
+// Bytes of workspace decode attention needs for n_seqs rows (any context length: the size
+// depends on n_seqs and the device's SM count only, so a CUDA graph's workspace stays valid).
 size_t decode_attention_workspace(const KvGeometry& g, int n_seqs, int max_ctx);
 nsn_status launch_decode_attention(const DecodeAttnArgs& a, cudaStream_t stream);
 

@@ -189,6 +189,14 @@ __device__ __forceinline__ float load_cg(const float* p) {
   return __ldcg(p);
 #endif
 }
+// Shared-memory atomic minimum (the emulator's threads switch only at barriers: a plain update).
+__device__ __forceinline__ void atomic_min_int(int* p, int v) {
+#ifdef NSN_EMU
+  if (v < *p) *p = v;
+#else
+  atomicMin(p, v);
+#endif
+}
 // High 32 bits of the 64-bit product a * b.
 __device__ __forceinline__ uint32_t mul_hi(uint32_t a, uint32_t b) {
 #ifdef NSN_EMU

@@ -1,11 +1,11 @@
 // bench_attention.cu: decode-attention kernel time for fp16 / NSN-2 / NSN-1 pages at
-// contexts 1K..128K and batch 1..64 (32 query heads, 8 KV heads, head_dim 128), plus the
-// encode/dequant kernels' throughput. CUDA events around each launch (split kernel + reduce),
-// warm-up, median of many iterations; the pages rotate over enough copies that every launch
-// reads from HBM, not L2. Efficiency = KV bytes that must be read / time / 4.3 TB/s.
-//   bench_attention [--json FILE] [--quick] [--only KV_BITS CTX BATCH] [--no-variants]
-//   (--only: one shape, for ncu. First every kernel variant at 32K x 16 (or the --only shape),
-//   unless --no-variants, then all shapes with the default variant, i.e. NSN_ATTN_VARIANT if set)
+// contexts 1K..128K and batch 1..64, plus batch 256 and 512 at 1K and 4K (32 query heads, 8 KV
+// heads, head_dim 128), and the encode/dequant kernels' throughput. CUDA events around each
+// launch (plan + attention kernel), warm-up, median of many iterations; the pages rotate over
+// enough copies that every launch reads from HBM, not L2. Efficiency = KV bytes that must be
+// read / time / this card's device-to-device copy rate, measured first (read + write bytes /
+// time of a 1 GiB cudaMemcpy).
+//   bench_attention [--json FILE] [--quick] [--only KV_BITS CTX BATCH]   (--only: one shape, for ncu)
 // Build: see tools/gpu_kernel_tests.sh.
 #include <math.h>
 #include <stdio.h>
@@ -26,7 +26,6 @@
 using namespace nsn;
 
 
-constexpr double kPeakBw = 4.3e12;  // measured device copy rate on this machine kind (docs/gpu.md)
 constexpr int D = 128, NH = 32, NKV = 8;
 
 __device__ __forceinline__ uint32_t hash32(uint64_t x) {
@@ -70,8 +69,7 @@ struct Result {
   std::string name;
   int kv_bits, ctx, batch;
   double us, bytes, eff;
-  int splits;
-  int variant;  // decode-attention kernel variant (-1: not applicable)
+  int ctas;  // decode attention's persistent grid (0: not applicable)
 };
 
 static double median(std::vector<float> v) {
@@ -81,12 +79,11 @@ static double median(std::vector<float> v) {
 
 int main(int argc, char** argv) {
   const char* json = nullptr;
-  bool quick = false, no_variants = false;
+  bool quick = false;
   int only_bits = 0, only_ctx = 0, only_batch = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     if (!strcmp(argv[i], "--quick")) quick = true;
-    if (!strcmp(argv[i], "--no-variants")) no_variants = true;
     if (!strcmp(argv[i], "--only") && i + 3 < argc) {
       only_bits = atoi(argv[i + 1]);
       only_ctx = atoi(argv[i + 2]);
@@ -99,6 +96,33 @@ int main(int argc, char** argv) {
   size_t free_b = 0, total_b = 0;
   CK(cudaMemGetInfo(&free_b, &total_b));
   printf("device: %s, %d SMs, %.1f GiB free\n", prop.name, prop.multiProcessorCount, free_b / 1073741824.0);
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  // The card's own copy rate: a 1 GiB device-to-device cudaMemcpy, bytes read + written / time.
+  double copy_bw = 0.0;
+  {
+    const size_t n = 1ull << 30;
+    uint8_t *src, *dst;
+    CK(cudaMalloc(&src, n));
+    CK(cudaMalloc(&dst, n));
+    CK(cudaMemset(src, 1, n));
+    std::vector<float> t;
+    for (int it = -2; it < 15; it++) {
+      CK(cudaEventRecord(e0));
+      CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, 0));
+      CK(cudaEventRecord(e1));
+      CK(cudaEventSynchronize(e1));
+      float ms = 0.f;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      if (it >= 0) t.push_back(ms);
+    }
+    copy_bw = 2.0 * n / (median(t) * 1e-3);
+    CK(cudaFree(src));
+    CK(cudaFree(dst));
+    printf("device-to-device copy: %.1f GB/s (read + write)\n", copy_bw / 1e9);
+  }
+  const double kPeakBw = copy_bw;
 
   // tables
   nsn_model_config cfg{};
@@ -134,18 +158,16 @@ int main(int argc, char** argv) {
   std::vector<int> ctxs = quick ? std::vector<int>{4096, 32768} : std::vector<int>{1024, 4096, 16384, 32768, 131072};
   std::vector<int> batches = quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16, 64};
   std::vector<int> bit_list = {16, 2, 1};
+  std::vector<int> big_ctxs = quick ? std::vector<int>{1024} : std::vector<int>{1024, 4096};  // large batches
+  std::vector<int> big_batches = quick ? std::vector<int>{512} : std::vector<int>{256, 512};
   if (only_bits) {
     ctxs = {only_ctx};
     batches = {only_batch};
     bit_list = {only_bits};
+    big_ctxs.clear();
   }
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  // One measurement: kernel variant var (-1: the default / NSN_ATTN_VARIANT) at one shape.
-  auto measure = [&](int bits, int ctx, int batch, int var, const char* name) {
-        gpu::set_decode_attention_variant(var);
-        const int var_used = gpu::decode_attention_variant(bits == 16);
+  // One measurement at one shape.
+  auto measure = [&](int bits, int ctx, int batch, const char* name) {
         const int kind = kind_of_bits(bits), nw = ctx / 64;
         const size_t pb = page_bytes(kind, D, NSN_QUANT_NSN, 1, NKV);
         const size_t set_bytes = pb * nw * batch;  // one copy of every sequence's pages
@@ -192,7 +214,6 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < hq.size(); i++) hq[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
         CK(cudaMemcpy(d_q, hq.data(), 4 * hq.size(), cudaMemcpyHostToDevice));
         DecodeAttnArgs a{};
-        a.all_fp16 = bits == 16;
         a.g = g;
         a.arena = arena;
         a.layer = 0;
@@ -208,7 +229,7 @@ int main(int argc, char** argv) {
           CK(cudaMemset(d_ws, 0, a.workspace_bytes));  // the split counters start at zero
         }
         a.workspace = d_ws;
-        const int splits = gpu::plan_decode(g, batch, ctx).n_splits;
+        const int ctas = gpu::plan_decode(g).ctas;
         // reps x (per back-to-back launches between two events): launch gaps stay hidden
         const int per = 10, reps = quick ? 5 : (must_read > 4e9 ? 5 : 11);
         std::vector<float> times;
@@ -227,33 +248,26 @@ int main(int argc, char** argv) {
         }
         const double us = median(times);
         const double eff = must_read / (us * 1e-6) / kPeakBw;
-        printf("%-8d %7d %5d %6d %10.2f %9.1f %6.1f%%  v%d\n", bits, ctx, batch, splits, us, must_read / (us * 1e-6) / 1e9,
-               100 * eff, var_used);
+        printf("%-8d %7d %5d %6d %10.2f %9.1f %6.1f%%\n", bits, ctx, batch, ctas, us, must_read / (us * 1e-6) / 1e9,
+               100 * eff);
         fflush(stdout);
-        results.push_back({name, bits, ctx, batch, us, must_read, eff, splits, var_used});
+        results.push_back({name, bits, ctx, batch, us, must_read, eff, ctas});
         CK(cudaFree(arena));
         CK(cudaFree(d_offs));
         CK(cudaFree(d_seqs));
         CK(cudaFree(d_q));
         CK(cudaFree(d_out));
         if (d_ws) CK(cudaFree(d_ws));
-        gpu::set_decode_attention_variant(-1);
   };
-  printf("%-8s %7s %5s %6s %10s %9s %7s  %s\n", "kv_bits", "ctx", "batch", "splits", "time_us", "GB/s", "eff", "variant");
-  // every kernel variant at 32K x batch 16 (or the --only shape), for picking the default
-  if (!no_variants) {
-    const int vctx = only_bits ? only_ctx : 32768, vbatch = only_bits ? only_batch : 16;
-    printf("-- variants at ctx %d batch %d:\n", vctx, vbatch);
-    for (int v = 0; v < gpu::kDecodeVariants; v++) {
-      printf("   v%d = %s\n", v, gpu::decode_attention_variant_name(v));
-      for (int bits : bit_list) measure(bits, vctx, vbatch, v, "decode_attention_variant");
-    }
-    printf("-- default variants (v%d; fp16-only launches v%d), all shapes:\n", gpu::decode_attention_variant(false),
-           gpu::decode_attention_variant(true));
-  }
+  printf("%-8s %7s %5s %6s %10s %9s %7s\n", "kv_bits", "ctx", "batch", "ctas", "time_us", "GB/s", "eff");
   for (int ctx : ctxs) {
     for (int batch : batches) {
-      for (int bits : bit_list) measure(bits, ctx, batch, -1, "decode_attention");
+      for (int bits : bit_list) measure(bits, ctx, batch, "decode_attention");
+    }
+  }
+  for (int ctx : big_ctxs) {
+    for (int batch : big_batches) {
+      for (int bits : bit_list) measure(bits, ctx, batch, "decode_attention");
     }
   }
 
@@ -289,7 +303,7 @@ int main(int argc, char** argv) {
       const double us = median(times), blocks = (double)n_jobs * NKV * 2;
       printf("%s bits=%d: %d windows x %d kv heads x K,V = %.0f blocks in %.1f us: %.3f us/block, %.2f M blocks/s\n",
              which ? "kv_dequant" : "kv_encode ", bits, n_jobs, NKV, blocks, us, us / blocks, blocks / us);
-      results.push_back({which ? "kv_dequant" : "kv_encode", bits, 64, n_jobs * NKV * 2, us, 0.0, 0.0, 0, -1});
+      results.push_back({which ? "kv_dequant" : "kv_encode", bits, 64, n_jobs * NKV * 2, us, 0.0, 0.0, 0});
     }
     CK(cudaFree(src));
     CK(cudaFree(dst));
@@ -302,12 +316,12 @@ int main(int argc, char** argv) {
       fprintf(stderr, "cannot write %s\n", json);
       return 2;
     }
-    fprintf(f, "{\"device\": \"%s\", \"peak_bw\": %.3e, \"head_dim\": %d, \"n_heads\": %d, \"n_kv_heads\": %d, \"results\": [\n",
-            prop.name, kPeakBw, D, NH, NKV);
+    fprintf(f, "{\"device\": \"%s\", \"peak_bw\": %.3e, \"copy_gbps\": %.1f, \"head_dim\": %d, \"n_heads\": %d, \"n_kv_heads\": %d, \"results\": [\n",
+            prop.name, kPeakBw, copy_bw / 1e9, D, NH, NKV);
     for (size_t i = 0; i < results.size(); i++) {
       const Result& r = results[i];
-      fprintf(f, "  {\"kernel\": \"%s\", \"kv_bits\": %d, \"ctx\": %d, \"batch\": %d, \"us\": %.3f, \"bytes\": %.0f, \"eff\": %.4f, \"splits\": %d, \"variant\": %d}%s\n",
-              r.name.c_str(), r.kv_bits, r.ctx, r.batch, r.us, r.bytes, r.eff, r.splits, r.variant, i + 1 < results.size() ? "," : "");
+      fprintf(f, "  {\"kernel\": \"%s\", \"kv_bits\": %d, \"ctx\": %d, \"batch\": %d, \"us\": %.3f, \"bytes\": %.0f, \"eff\": %.4f, \"ctas\": %d}%s\n",
+              r.name.c_str(), r.kv_bits, r.ctx, r.batch, r.us, r.bytes, r.eff, r.ctas, i + 1 < results.size() ? "," : "");
     }
     fprintf(f, "]}\n");
     fclose(f);

@@ -206,6 +206,8 @@ inline float h2f(uint16_t h) {
 #undef __forceinline__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#undef __grid_constant__
+#define __grid_constant__
 #define __fadd_rn(a, b) ((a) + (b))
 #define __fsub_rn(a, b) ((a) - (b))
 #define __fmul_rn(a, b) ((a) * (b))

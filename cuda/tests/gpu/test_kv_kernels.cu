@@ -254,8 +254,6 @@ struct SeqSpec {
 
 enum Kernel { FAST = 0, REF = 1 };
 
-static std::vector<int> g_variants;
-
 static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec>& specs, int method,
                            Kernel kernel, Rng& rng, const char* label) {
   Tables tb(d);
@@ -360,15 +358,14 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
     max_ctx = std::max(max_ctx, specs[s].n_ctx);
   }
   CK(cudaMemcpy(d_seqs, seqs.data(), sizeof(DecodeSeq) * n_seqs, cudaMemcpyHostToDevice));
-  // The fast kernel runs once per selected variant (g_variants; head_dim 256 only has v0).
-  // One more pass of the first variant without the precomputed tables (blocks build them).
-  std::vector<int> vlist = kernel == FAST ? g_variants : std::vector<int>{-1};
-  if (kernel == FAST && d > 128) vlist = {0};
-  const int n_pass = (int)vlist.size() + (kernel == FAST ? 1 : 0);
+  // The fast kernel runs three times: on the SM count's CTAs with the precomputed tables, the
+  // same with each CTA building its tables, and on 3 CTAs (many work items per CTA, the stage
+  // ring running across them, long sequences split over CTAs).
+  const int n_pass = kernel == FAST ? 3 : 1;
   for (int pass = 0; pass < n_pass; pass++) {
-  const int var = vlist[pass % vlist.size()];
-  const bool tables = pass < (int)vlist.size();
-  if (var >= 0) gpu::set_decode_attention_variant(var);
+  const bool tables = pass != 1;
+  const int ctas = pass == 2 ? 3 : 0;
+  gpu::set_decode_attention_ctas(ctas);
   CK(cudaMemset(d_out, 0xFF, 2 * q.size()));
   DecodeAttnArgs a{};
   a.g = tb.geo(n_layers, n_heads, n_kv, method, 0, tables);
@@ -381,10 +378,9 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
   a.max_ctx = max_ctx;
   a.scale = scale;
   a.workspace_bytes = decode_attention_workspace(a.g, n_seqs, max_ctx);
-  if (a.workspace_bytes && !d_ws) {
-    CK(cudaMalloc(&d_ws, a.workspace_bytes));
-    CK(cudaMemset(d_ws, 0, a.workspace_bytes));  // the split counters start at zero
-  }
+  if (a.workspace_bytes && !d_ws) CK(cudaMalloc(&d_ws, a.workspace_bytes));  // pass 0 needs the most
+  // the split counters start at zero (their place moves with the CTA count)
+  if (d_ws) CK(cudaMemset(d_ws, 0, a.workspace_bytes));
   a.workspace = d_ws;
   NK(kernel == FAST ? launch_decode_attention(a, 0) : gpu::launch_decode_attention_ref(a, 0));
   CK(cudaDeviceSynchronize());
@@ -421,13 +417,12 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
       printf("      seq %d: kv_bits %2d ctx %5d  max|err|/rms %.2e\n", s, specs[s].kv_bits, specs[s].n_ctx, seq_err[s]);
     }
   }
-  const int splits = gpu::plan_decode(a.g, n_seqs, max_ctx).n_splits;
-  char kname[16];
-  snprintf(kname, sizeof kname, var >= 0 ? (tables ? "fast%d  " : "fast%d-nt") : "ref    ", var);
-  check(!nan && worst < tol, "attn %s d=%3d gqa %2d:1 kv=%d %-28s splits=%2d: max row err/rms %.2e (tol %.0e)%s",
-        kname, d, group, n_kv, label, splits, worst, tol, nan ? " NaN!" : "");
+  const int n_ctas = gpu::plan_decode(a.g).ctas;
+  const char* kname = kernel == REF ? "ref    " : !tables ? "fast-nt" : "fast   ";
+  check(!nan && worst < tol, "attn %s d=%3d gqa %2d:1 kv=%d %-28s ctas=%3d: max row err/rms %.2e (tol %.0e)%s",
+        kname, d, group, n_kv, label, n_ctas, worst, tol, nan ? " NaN!" : "");
   }
-  gpu::set_decode_attention_variant(-1);
+  gpu::set_decode_attention_ctas(0);
   cudaFree(d_arena);
   cudaFree(d_q);
   cudaFree(d_out);
@@ -438,19 +433,6 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
 
 int main(int argc, char** argv) {
   const bool small = argc > 1 && !strcmp(argv[1], "--small");
-  // NSN_TEST_VARIANTS=0,2 restricts the fast-kernel variants under test (default: all)
-  if (const char* e = getenv("NSN_TEST_VARIANTS")) {
-    for (const char* p = e; *p;) {
-      if (*p >= '0' && *p <= '9') g_variants.push_back(atoi(p));
-      while (*p && *p != ',') p++;
-      if (*p) p++;
-    }
-  }
-  if (g_variants.empty())
-    for (int v = 0; v < gpu::kDecodeVariants; v++) g_variants.push_back(v);
-  printf("fast-kernel variants under test:");
-  for (int v : g_variants) printf(" v%d", v);
-  printf(" (default v%d)\n", gpu::decode_attention_variant());
   Rng rng(12345);
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
