@@ -13,7 +13,7 @@
 // predicts its successor, so a window scores ctx-1 tokens.
 
 import { type DirectChunk, DirectKv, type DirectSeq } from "../engine/direct_kv.ts";
-import type { KvBits, KvEngine, SamplingParams, SeqInput } from "../engine/types.ts";
+import type { KvBits, KvEngine, SamplingParams } from "../engine/types.ts";
 import { greedySampling } from "../engine/types.ts";
 import { NSN_WINDOW } from "../ffi/symbols.ts";
 
@@ -107,7 +107,9 @@ export async function decodePerplexity(
   // Groups mix kinds: each kind's share must fit together, so a mixed group takes 1/n each.
   const cap = Math.max(
     1,
-    Math.floor(Math.min(...kvBitsList.map((kv) => seqsThatFit(engine, kv, ctx))) / kvBitsList.length),
+    Math.floor(
+      Math.min(...kvBitsList.map((kv) => seqsThatFit(engine, kv, ctx))) / kvBitsList.length,
+    ),
   );
   const kv = new DirectKv(engine);
   for (let g = 0; g < units.length; g += cap) {

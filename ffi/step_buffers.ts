@@ -93,7 +93,7 @@ export class StepBuffers {
       }
       for (let j = 0; j < inp.nPages; j++) this.pages[nPages + j] = inp.pages[j];
       const hist = inp.history;
-      if (hist) for (let j = 0; j < hist.length; j++) this.history[nHistory + j] = hist[j];
+      if (hist) { for (let j = 0; j < hist.length; j++) this.history[nHistory + j] = hist[j]; }
       writeSeqInput(this.#seqsView, i, {
         seq: inp.seq,
         pos0: inp.pos0,

@@ -43,7 +43,10 @@ try {
   const rand = rng(1);
   const tok = () => Math.floor(rand() * e.vocabSize);
   const kv = new DirectKv(e);
-  const seqs = Array.from({ length: batch }, () => kv.create(bits, greedySampling({ nPrompt: ctx })));
+  const seqs = Array.from(
+    { length: batch },
+    () => kv.create(bits, greedySampling({ nPrompt: ctx })),
+  );
   await extend(kv, seqs, ctx, tok);
   const { decodeStepMs: ms } = await timeDecode(kv, seqs, steps, tok);
   console.log(

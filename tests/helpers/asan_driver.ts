@@ -9,7 +9,7 @@ import { cacheOf, type DirectChunk, DirectKv } from "../../engine/direct_kv.ts";
 import { openLibrary } from "../../ffi/library.ts";
 import { loadModel } from "../../models/loader.ts";
 import type { NativeEngine } from "../../ffi/native_engine.ts";
-import type { KvBits, SamplingParams, SeqInput } from "../../engine/types.ts";
+import type { KvBits, SamplingParams } from "../../engine/types.ts";
 import { NSN_OK } from "../../ffi/symbols.ts";
 import { RawEngine, runAbuse, warmUp } from "./abi_abuse.ts";
 
