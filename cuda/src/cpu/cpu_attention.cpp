@@ -76,6 +76,9 @@ void CpuBackend::attend_rows(const SeqStep& s, int layer, int kv_head, int t0, i
   const int last = s.pos0 + t1 - 1;  // position of the last query
   // Encoded windows query p reads: the complete ones, its own too when p completes it.
   auto n_quant = [&](int p) { return s.kv_bits == 16 ? 0 : (p + 1) / kWindow; };
+  // Windows query p reads exactly: every one up to its own at kv_bits 16; at 1/2 only its own,
+  // unless p completes it (then it reads it encoded).
+  auto reads_exact = [&](int p, int w) { return w <= p / kWindow && w >= n_quant(p); };
 
   sc.m.resize((size_t)nq * G);
   sc.l.resize((size_t)nq * G);
@@ -122,13 +125,10 @@ void CpuBackend::attend_rows(const SeqStep& s, int layer, int kv_head, int t0, i
         quant_attend_block(qp, kb, vb, lo, kWindow, q_of(t0 + i), &sc.qh[(size_t)i * G * d], scale, st[i]);
       }
     }
-    // Exact tokens of this window for the queries inside it that do not read it encoded:
-    // stored ones from their fp16 page, this step's from its rows.
+    // Exact tokens of this window for the queries that read it so: stored ones from their
+    // fp16 page, this step's from its rows.
     bool exact = false;
-    for (int i = 0; i < nq && !exact; i++) {
-      const int p = s.pos0 + t0 + i;
-      exact = p / kWindow == w && w >= n_quant(p);
-    }
+    for (int i = 0; i < nq && !exact; i++) exact = reads_exact(s.pos0 + t0 + i, w);
     if (!exact) continue;
     const int hi = std::min(lo + kWindow, last + 1);
     const int64_t page = s.kv_bits == 16 ? s.page_off[w] : s.tail_off;
@@ -144,8 +144,8 @@ void CpuBackend::attend_rows(const SeqStep& s, int layer, int kv_head, int t0, i
     }
     for (int i = 0; i < nq; i++) {
       const int p = s.pos0 + t0 + i;
-      if (p / kWindow != w || w < n_quant(p)) continue;
-      attend_exact(sc.k.data(), sc.v.data(), p - lo + 1, q_of(t0 + i), scale, st[i]);
+      if (!reads_exact(p, w)) continue;
+      attend_exact(sc.k.data(), sc.v.data(), std::min(kWindow, p - lo + 1), q_of(t0 + i), scale, st[i]);
     }
   }
   for (int i = 0; i < nq; i++) {
