@@ -115,6 +115,13 @@ export function validateCompletion(
   if (seed !== null && (typeof seed !== "number" || !Number.isSafeInteger(seed))) {
     throw badRequest("seed", `'seed' must be an integer, got ${show(seed)}.`);
   }
+  const cacheSalt = present(b, "cache_salt") ? b.cache_salt : null;
+  if (cacheSalt !== null && (typeof cacheSalt !== "string" || cacheSalt === "")) {
+    throw badRequest(
+      "cache_salt",
+      `'cache_salt' must be a non-empty string, got ${show(cacheSalt)}.`,
+    );
+  }
   const req: CompletionRequest = {
     prompts: [],
     promptTexts: [],
@@ -139,6 +146,7 @@ export function validateCompletion(
     stopTokenIds,
     logitBias: logitBias(b, ctx.vocabSize),
     seed: seed as number | null,
+    cacheSalt: cacheSalt as string | null,
   };
 
   // Counted before any tokenization: a list of 100k prompts is refused cheaply.
