@@ -3,9 +3,10 @@
 // batch uses the weight-streaming GEMV of gemv.cu instead). One step:
 //   upload the packed plan (one host->device copy) -> embed -> per layer:
 //     norm -> QKV GEMM -> [tail -> staging copies] -> bias + RoPE + KV append
-//     -> [dequant earlier quantized windows of prefills] -> [encode windows decode rows filled]
+//     -> [encode windows prefills filled] -> [dequant the quantized windows prefills read]
+//     -> [encode windows decode rows filled]
 //     -> decode attention (n_new == 1 rows) -> prefill attention (chunks)
-//     -> [encode windows prefills filled] -> O GEMM (+= residual) -> norm -> gate/up GEMM
+//     -> O GEMM (+= residual) -> norm -> gate/up GEMM
 //     -> SwiGLU -> down GEMM (+= residual)
 //   -> final norm + lm_head on the rows that need logits -> logprobs + sampling on the GPU
 //   -> one device->host copy of ids and logprobs.
@@ -14,9 +15,11 @@
 // replayed; the plan's per-row sections sit at offsets that depend only on the row count.
 // NSN_CUDA_GRAPHS=0 turns graphs off.
 // Where prefill K/V goes (kv_bits 1/2): windows that complete inside the chunk are staged in
-// single-layer scratch pages (attention reads them there, then they are encoded into the
-// sequence's quantized pages); the partial last window goes straight to the tail page. Windows
-// quantized before the step are dequantized into staging pages for the chunk's attention.
+// single-layer scratch pages and encoded into the sequence's quantized pages before attention;
+// the partial last window goes straight to the tail page. Every quantized window a chunk reads
+// (earlier ones and those it completed) is dequantized into a staging page, so that a query
+// reads complete windows as encoded and only its own window exactly (nsn.h's rule, the same
+// as the CPU backend's, whatever the chunking; prefill_attention.cuh).
 // Section BACKEND.md tells the whole story.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -576,12 +579,13 @@ nsn_status CudaBackend::pack_plan(const StepPlan& plan, bool graph_layout) {
   const uint64_t SP = stage_page_bytes();
 
   // Staging pages this step needs: per quantized prefill, its earlier complete windows
-  // (dequantized) and the windows that complete inside the chunk.
+  // (dequantized) and, for each window that completes inside the chunk, its exact K/V and its
+  // dequantized encoding.
   size_t n_stage = 0;
   for (int i = 0; i < plan.n_seqs; i++) {
     const SeqStep& s = plan.seqs[i];
     if (s.n_new > 1 && s.kv_bits != 16)
-      n_stage += (size_t)(s.pos0 / kWindow) + ((s.pos0 + s.n_new) / kWindow - s.pos0 / kWindow);
+      n_stage += (size_t)(s.pos0 / kWindow) + 2 * ((s.pos0 + s.n_new) / kWindow - s.pos0 / kWindow);
   }
   if (n_stage) TRY(stage_.ensure(n_stage * SP, "staging pages"));
   const uint64_t stage = (uint64_t)(uintptr_t)stage_.p;
@@ -597,7 +601,7 @@ nsn_status CudaBackend::pack_plan(const StepPlan& plan, bool graph_layout) {
   std::vector<const SeqStep*> dec_steps;  // the sequence of each decode row (page tables)
   std::vector<EncodeJob> dec_enc;
   std::vector<PrefillSeq> pre;
-  std::vector<std::vector<PageRef>> pre_pages;
+  std::vector<std::vector<PageRef>> pre_pages, pre_deq;
   std::vector<PrefillTile> tiles;
   std::vector<KvCopyJob> copies;
   // Per-layer job lists are built for layer 0 and shifted per layer (single-layer staging
@@ -636,23 +640,30 @@ nsn_status CudaBackend::pack_plan(const StepPlan& plan, bool graph_layout) {
     // Prefill chunk.
     const int w_first = s.pos0 / kWindow;                 // window of the first new token
     const int w_full_end = (s.pos0 + s.n_new) / kWindow;  // windows < this are complete after
-    std::vector<PageRef> pages(s.n_windows);
+    // pages: exact K/V per window; deq_pages: the window as encoded (prefill_attention.cuh).
+    std::vector<PageRef> pages(s.n_windows), deq_pages(s.n_windows);
     std::vector<uint64_t> stage_of(s.n_windows, 0);
     for (int w = 0; w < s.n_windows; w++) {
       PageRef& pr = pages[w];
       if (!quant) {
         pr = {arena + (uint64_t)s.page_off[w], 1, 0};
-      } else if (w < w_first || w < w_full_end) {
-        stage_of[w] = stage + (uint64_t)(next_stage++) * SP;
-        pr = {stage_of[w], 0, 0};
-        if (w < w_first) {
-          deq.push_back({arena + (uint64_t)s.page_off[w], stage_of[w], s.kv_bits, w * kWindow});
-        } else {
+      } else if (w < w_full_end) {
+        // Complete after the step: dequantized for the rows past it (or completing it).
+        const uint64_t dq = stage + (uint64_t)(next_stage++) * SP;
+        deq.push_back({arena + (uint64_t)s.page_off[w], dq, s.kv_bits, w * kWindow});
+        deq_pages[w] = {dq, 0, 0};
+        pr = deq_pages[w];  // windows before the chunk are never read exactly
+        if (w >= w_first) {
+          // Completes in this chunk: the append writes its exact K/V to a staging page, which
+          // is encoded (before the dequant above runs) and read exactly by the rows inside it.
+          stage_of[w] = stage + (uint64_t)(next_stage++) * SP;
+          pr = {stage_of[w], 0, 0};
           penc.push_back({arena + (uint64_t)s.page_off[w], stage_of[w], s.kv_bits, w * kWindow});
         }
       } else {
         pr = {arena + (uint64_t)s.tail_off, 1, 0};  // the partial last window
       }
+      if (!quant || w >= w_full_end) deq_pages[w] = pr;
     }
     // The tail's earlier tokens move to staging when their window completes in this chunk.
     if (quant && s.pos0 % kWindow != 0 && w_first < w_full_end)
@@ -670,9 +681,11 @@ nsn_status CudaBackend::pack_plan(const StepPlan& plan, bool graph_layout) {
     ps.n_new = s.n_new;
     ps.pos0 = s.pos0;
     ps.n_windows = s.n_windows;
+    ps.quant = quant;
     for (int i0 = 0; i0 < s.n_new; i0 += 64) tiles.push_back({(int32_t)pre.size(), i0});
     pre.push_back(ps);
     pre_pages.push_back(std::move(pages));
+    pre_deq.push_back(std::move(deq_pages));
   }
   S.tok_kv = P.put(tok);
   S.n_dec = (int)dec.size();
@@ -687,11 +700,16 @@ nsn_status CudaBackend::pack_plan(const StepPlan& plan, bool graph_layout) {
   }
   S.n_pre = (int)pre.size();
   if (S.n_pre) {
-    std::vector<size_t> page_offs(S.n_pre);
-    for (int i = 0; i < S.n_pre; i++) page_offs[i] = P.put(pre_pages[i]);
+    std::vector<size_t> page_offs(S.n_pre), deq_offs(S.n_pre);
+    for (int i = 0; i < S.n_pre; i++) {
+      page_offs[i] = P.put(pre_pages[i]);
+      deq_offs[i] = P.put(pre_deq[i]);
+    }
     S.pre_seqs = P.put(pre);
-    for (int i = 0; i < S.n_pre; i++)
+    for (int i = 0; i < S.n_pre; i++) {
       P.point(S.pre_seqs + i * sizeof(PrefillSeq) + offsetof(PrefillSeq, pages), page_offs[i]);
+      P.point(S.pre_seqs + i * sizeof(PrefillSeq) + offsetof(PrefillSeq, deq_pages), deq_offs[i]);
+    }
     S.n_tiles = (int)tiles.size();
     S.tiles = P.put(tiles);
   }
@@ -862,6 +880,9 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
     ra.head_dim = c_.head_dim;
     ra.layer = l;
     TRY(launch_qkv_rope_append(ra, stream_));
+    if (S.n_penc)
+      TRY(launch_kv_encode(geo_, (const EncodeJob*)(base + S.penc) + (size_t)l * S.n_penc, S.n_penc,
+                           l, stream_));
     if (S.n_deq)
       TRY(launch_kv_dequant(geo_, (const EncodeJob*)(base + S.deq) + (size_t)l * S.n_deq, S.n_deq, l,
                             stream_));
@@ -896,9 +917,6 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
       pa.scale = scale;
       TRY(launch_prefill_attention(pa, stream_));
     }
-    if (S.n_penc)
-      TRY(launch_kv_encode(geo_, (const EncodeJob*)(base + S.penc) + (size_t)l * S.n_penc, S.n_penc,
-                           l, stream_));
     TRY(linear(T, H, q_dim_, attn_, q_dim_, W.wo, x_, H, 1.0f));
     // One row: RMSNorm, the gate/up GEMV and SwiGLU in one launch.
     if (fuse && gemv_rmsnorm_supported(H, x_, W.mlp_norm, W.wgu)) {
