@@ -1,0 +1,79 @@
+// Greedy requests through the real scheduler over a native engine, for the exactness tests
+// (tests/prefix_exactness_test.ts on the CPU, tests/gpu/cuda_prefix_test.ts on the GPU): the
+// same request must give the same tokens (and, on the CPU, bitwise the same logprobs) however
+// its prompt is chunked (--max-step-tokens), preempted and recomputed, or served from the
+// prefix cache.
+
+import { Scheduler } from "../../engine/scheduler.ts";
+import type { SeqRequest } from "../../engine/sequence.ts";
+import { greedySampling, type KvBits, type KvEngine } from "../../engine/types.ts";
+
+export interface Trace {
+  tokens: number[];
+  logprobs: number[]; // raw logprob of each generated token
+  cached: number; // prompt tokens served from the prefix cache
+}
+
+export interface SchedOptions {
+  maxStepTokens: number;
+  prefixCaching: boolean;
+  maxNumSeqs?: number;
+}
+
+/** A scheduler over `engine` with page-table checks after every step. */
+export function scheduler(engine: KvEngine, o: SchedOptions): Scheduler {
+  return new Scheduler(engine, {
+    maxStepTokens: o.maxStepTokens,
+    maxNumSeqs: o.maxNumSeqs,
+    maxQueue: 64,
+    maxModelLen: 1 << 20,
+    prefixCaching: o.prefixCaching,
+    debugChecks: true,
+  });
+}
+
+/** Submits the prompts at once (greedy, maxTokens each) and waits for all of them. */
+export async function run(
+  s: Scheduler,
+  kvBits: KvBits,
+  prompts: number[][],
+  maxTokens: number,
+): Promise<Trace[]> {
+  const traces = prompts.map((): Trace => ({ tokens: [], logprobs: [], cached: 0 }));
+  const done: Promise<void>[] = [];
+  const reqs = prompts.map((prompt, i): SeqRequest => {
+    let finish!: (e?: Error) => void;
+    done.push(new Promise((ok, fail) => finish = (e) => e ? fail(e) : ok()));
+    return {
+      prompt,
+      kvBits,
+      params: greedySampling({ nPrompt: prompt.length }), // no stop ids: always maxTokens
+      maxTokens,
+      promptLogprobs: false,
+      topN: 0,
+      sink: {
+        onToken: (o) => {
+          traces[i].tokens.push(o.token);
+          traces[i].logprobs.push(o.logprob);
+        },
+        onPromptLogprobs: () => {},
+        onFinish: (reason, error) => finish(reason === "error" ? error : undefined),
+      },
+    };
+  });
+  const seqs = s.submit(reqs);
+  await Promise.all(done);
+  seqs.forEach((q, i) => traces[i].cached = q.cachedTokens);
+  return traces;
+}
+
+/** Deterministic pseudo-random token ids in [lo, hi). */
+export function tokens(n: number, seed: number, lo = 2, hi = 4096): number[] {
+  let s = seed >>> 0;
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out.push(lo + (s >>> 8) % (hi - lo));
+  }
+  return out;
+}
