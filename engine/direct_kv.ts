@@ -90,10 +90,7 @@ export class DirectKv {
 
   /** Returns the pages and the slot. */
   free(s: DirectSeq): void {
-    for (const id of s.pages) this.pool.release(s.kvBits, id);
-    if (s.tail >= 0) this.pool.release(16, s.tail);
-    s.pages = [];
-    s.tail = -1;
+    this.pool.releaseTable(s);
     this.engine.freeSeq(s.slot);
   }
 

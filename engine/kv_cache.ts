@@ -100,10 +100,7 @@ export class KvCache {
 
   /** Returns every page of `seq` (cached ones stay in the cache, idle). */
   release(seq: Sequence): void {
-    for (const id of seq.pages) this.pool.release(seq.kvBits, id);
-    if (seq.tail >= 0) this.pool.release(16, seq.tail);
-    seq.pages = [];
-    seq.tail = -1;
+    this.pool.releaseTable(seq);
     seq.hashes = [];
   }
 

@@ -119,6 +119,14 @@ export class PagePool {
     else this.#free(kvBits, id);
   }
 
+  /** Drops a page table's references: its pages of kind kvBits and its fp16 tail (or -1). */
+  releaseTable(table: { kvBits: KvBits; pages: number[]; tail: number }): void {
+    for (const id of table.pages) this.release(table.kvBits, id);
+    if (table.tail >= 0) this.release(16, table.tail);
+    table.pages = [];
+    table.tail = -1;
+  }
+
   /** Frees an idle page the cache dropped (reference count 0). */
   freeIdle(kvBits: KvBits, id: number): void {
     if (this.#refs.get(kvBits)![id] !== 0) {

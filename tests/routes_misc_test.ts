@@ -62,6 +62,28 @@ Deno.test("/tokenize, /detokenize and /tokenizer_info in vLLM's shapes", async (
   await t.close();
 });
 
+Deno.test("KV gauges are current while sequences run, and back to zero after", async () => {
+  // Issue 13 defect 9: the gauges read 0 under load (a stale engine snapshot while a step was
+  // in flight). They come from the scheduler's page pool now.
+  const t = makeTestApp({ engine: { stepDelayMs: 5 } });
+  const gauge = async (re: RegExp) =>
+    Number(re.exec(await (await t.app.request("/metrics")).text())?.[1]);
+  const pages = /^nsn_kv_pages_in_use\{kv_bits="16"\} (\d+)$/m,
+    bytes = /^nsn_kv_bytes_in_use (\d+)$/m;
+  const pending = ["x", "y"].map((c) =>
+    t.app.request("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ prompt: c.repeat(100), max_tokens: 40 }),
+    })
+  );
+  while (t.scheduler.steps < 3) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(await gauge(pages), 4); // two sequences of 101..141 tokens: 2 pages each
+  assert.ok(await gauge(bytes) > 0);
+  for (const r of await Promise.all(pending)) assert.equal(r.status, 200);
+  assert.equal(await gauge(pages), 0);
+  await t.close();
+});
+
 Deno.test("/metrics: Prometheus text with kv_bits labels", async () => {
   const t = makeTestApp();
   for (const bits of ["16", "2", "1"]) {

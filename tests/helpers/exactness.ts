@@ -7,6 +7,7 @@
 import { Scheduler } from "../../engine/scheduler.ts";
 import type { SeqRequest } from "../../engine/sequence.ts";
 import { greedySampling, type KvBits, type KvEngine } from "../../engine/types.ts";
+import { randomTokens } from "./random_tokens.ts";
 
 export interface Trace {
   tokens: number[];
@@ -67,13 +68,5 @@ export async function run(
   return traces;
 }
 
-/** Deterministic pseudo-random token ids in [lo, hi). */
-export function tokens(n: number, seed: number, lo = 2, hi = 4096): number[] {
-  let s = seed >>> 0;
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out.push(lo + (s >>> 8) % (hi - lo));
-  }
-  return out;
-}
+/** Prompt ids for the demo model (its vocabulary is 4096; 0 and 1 are BOS and EOS). */
+export const tokens = (n: number, seed: number) => randomTokens(n, seed, 2, 4096);
