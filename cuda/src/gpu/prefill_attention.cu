@@ -12,10 +12,13 @@
 
 #include <cuda_fp16.h>
 #include <math.h>
-#include <mma.h>
+#ifndef NSN_EMU
+#include <mma.h>  // the CPU emulator (cuda/tests/gpu/cuda_emu.h) brings its own nvcuda::wmma
+#endif
 
 #include "../backend.h"
 #include "layers.cuh"
+#include "nsn_math.cuh"
 
 namespace nsn {
 
@@ -44,7 +47,7 @@ struct Smem {
 template <int D>
 __global__ void __launch_bounds__(kThreadsPA) prefill_attention_kernel(PrefillAttnArgs a) {
   using L = Smem<D>;
-  extern __shared__ __align__(128) uint8_t smem[];
+  NSN_DYNAMIC_SMEM(uint8_t, smem);
   __half* Qs = (__half*)(smem + L::q);
   __half* Ks = (__half*)(smem + L::k);
   __half* Vs = (__half*)(smem + L::v);
@@ -191,7 +194,7 @@ nsn_status launch_d(const PrefillAttnArgs& a, cudaStream_t stream) {
   if (e != cudaSuccess)
     return set_error(NSN_E_BACKEND, "cudaFuncSetAttribute(prefill_attention<%d>, %zu B smem): %s",
                      D, bytes, cudaGetErrorString(e));
-  prefill_attention_kernel<D><<<dim3(a.n_tiles, a.n_heads), kThreadsPA, bytes, stream>>>(a);
+  NSN_LAUNCH(prefill_attention_kernel<D>, dim3(a.n_tiles, a.n_heads), kThreadsPA, bytes, stream, a);
   e = cudaGetLastError();
   if (e != cudaSuccess)
     return set_error(NSN_E_BACKEND, "prefill_attention_kernel<%d> launch: %s", D, cudaGetErrorString(e));
