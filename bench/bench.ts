@@ -4,8 +4,10 @@
 // to it, and show a progress bar on stderr.
 //
 //   deno task bench [--model demo|DIR|synthetic:NAME | --url http://HOST:PORT] [--backend B]
-//     [--kv-bits 16,2,1] [--input-len N] [--output-len N] [--num-prompts N|auto]
-//     [--concurrency 1,4,16,64] [--request-rate R|inf] [--json FILE]
+//     [--kv-bits 16,2,1] [--input-len N] [--prefix-len N] [--output-len N]
+//     [--num-prompts N|auto] [--concurrency 1,4,16,64] [--request-rate R|inf] [--json FILE]
+//   (--prefix-len N: every prompt starts with the same N tokens; the report gives the server's
+//   prefix-cache hit rate)
 //   deno task bench --engine [--batches 1,8,32] [--contexts 512,2048] [--decode-steps K]
 //   deno task bench --kernels [--quick] [--json DIR]   (GPU machine: decode-attention kernels
 //     vs torch SDPA; tools/gpu_kernel_tests.sh --bench-only; needs nvcc, a GPU, torch)
@@ -81,6 +83,7 @@ export interface BenchArgs {
   threads?: number;
   kvBits: KvBits[];
   inputLen?: number;
+  prefixLen?: number;
   outputLen?: number;
   numPrompts?: number | "auto";
   concurrency?: number[];
@@ -109,6 +112,7 @@ export function parseBenchArgs(args: string[]): BenchArgs {
       threads: { type: "string" },
       "kv-bits": { type: "string", default: "16,2,1" },
       "input-len": { type: "string" },
+      "prefix-len": { type: "string" },
       "output-len": { type: "string" },
       "num-prompts": { type: "string" },
       concurrency: { type: "string" },
@@ -136,6 +140,7 @@ export function parseBenchArgs(args: string[]): BenchArgs {
     threads: opt(f.threads),
     kvBits: parseKvBits(f["kv-bits"]),
     inputLen: opt(f["input-len"]),
+    prefixLen: opt(f["prefix-len"]),
     outputLen: opt(f["output-len"]),
     numPrompts: f["num-prompts"] === "auto" ? "auto" : opt(f["num-prompts"]),
     concurrency: f.concurrency ? ints(f.concurrency) : undefined,
@@ -208,6 +213,7 @@ export async function runBench(a: BenchArgs): Promise<BenchOutput> {
 
   const cfg = {
     inputLen: a.inputLen ?? d.inputLen,
+    prefixLen: a.prefixLen ?? 0,
     outputLen: a.outputLen ?? d.outputLen,
     concurrency: a.concurrency ?? d.concurrency,
     numPrompts: a.numPrompts ?? d.numPrompts,
@@ -235,8 +241,9 @@ export async function runBench(a: BenchArgs): Promise<BenchOutput> {
   } finally {
     bar?.stop();
   }
-  const head = `serving bench | ${res.description} | input ${cfg.inputLen} | output ` +
-    `${cfg.outputLen} | request rate ${cfg.requestRate}`;
+  const head = `serving bench | ${res.description} | input ${cfg.inputLen}` +
+    (cfg.prefixLen ? ` (shared prefix ${cfg.prefixLen})` : "") +
+    ` | output ${cfg.outputLen} | request rate ${cfg.requestRate}`;
   return {
     kind: "serve",
     text: `${head}\n${formatServe(res.runs)}`,
