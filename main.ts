@@ -6,6 +6,7 @@
 import { basename, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { ServingModel } from "./engine/model.ts";
+import type { KvEventPublisher } from "./engine/kv_events.ts";
 import { Scheduler } from "./engine/scheduler.ts";
 import { KV_BITS, type KvBits } from "./engine/types.ts";
 import { type LoadedModel, loadModel } from "./models/loader.ts";
@@ -29,6 +30,7 @@ export interface ServerOptions {
   graceMs: number; // how long shutdown waits for in-flight requests
   debugChecks: boolean; // native invariant checks after every step (tests)
   prefixCaching: boolean; // automatic prefix caching (--no-prefix-caching turns it off)
+  kvEventsEndpoint?: string; // publish KV cache events (vLLM format, ZeroMQ PUB) here
   quiet: boolean;
 }
 
@@ -107,6 +109,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
 
   let loaded: LoadedModel | null = null;
   let scheduler: Scheduler | null = null;
+  let events: KvEventPublisher | null = null;
   let closing = false;
   const ready = (async () => {
     const t0 = performance.now();
@@ -128,8 +131,23 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
       prefixCaching: opts.prefixCaching,
       debugChecks: opts.debugChecks,
     }, state.metrics.observer());
-    state.setReady(model, scheduler);
     const info = loaded.engine.info();
+    if (opts.kvEventsEndpoint) {
+      if (!scheduler.kv.prefix) throw new Error("--kv-events-endpoint needs prefix caching on");
+      // Imported here: the ZeroMQ addon loads only when events are asked for.
+      const { KvEventPublisher } = await import("./engine/kv_events.ts");
+      const medium = info.backend === "cuda" ? "GPU" : "CPU";
+      events = await KvEventPublisher.open(
+        opts.kvEventsEndpoint,
+        Deno.hostname(),
+        model.id,
+        medium,
+      );
+      events.cleared();
+      scheduler.kv.prefix.events = events;
+      log(`KV cache events on ${events.endpoint} (topic kv@${Deno.hostname()}@${model.id})`);
+    }
+    state.setReady(model, scheduler);
     const caps = KV_BITS.map((k) => `${k}-bit ${scheduler!.capacityTokens(k)}`).join(", ");
     log(
       `ready: ${model.id} on ${info.backend} (${info.deviceName}) in ` +
@@ -155,6 +173,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     }
     await stopped;
     await ready.catch(() => {});
+    await (events as KvEventPublisher | null)?.close();
     (loaded as LoadedModel | null)?.close();
   };
   return { url, port, state, ready, shutdown };
@@ -177,6 +196,7 @@ const USAGE = `Usage: deno task start [options]
   --threads N                       CPU threads (default: all cores)
   --grace-seconds N                 shutdown waits this long for in-flight requests (default 10)
   --no-prefix-caching               recompute shared prompt prefixes (default: reuse them)
+  --kv-events-endpoint tcp://H:P    publish KV cache events for routers (vLLM format, ZeroMQ)
   --debug-checks                    verify page tables and reference counts every step (slow)
   --help                            this text`;
 
@@ -210,6 +230,7 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
       "grace-seconds": { type: "string" },
       "debug-checks": { type: "boolean" },
       "no-prefix-caching": { type: "boolean" },
+      "kv-events-endpoint": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -242,6 +263,7 @@ export function parseCli(args: string[]): Partial<ServerOptions> | "help" {
   set("threads", intFlag("threads", values.threads, 1));
   set("debugChecks", values["debug-checks"]);
   if (values["no-prefix-caching"]) out.prefixCaching = false;
+  set("kvEventsEndpoint", values["kv-events-endpoint"]);
   const grace = intFlag("grace-seconds", values["grace-seconds"], 0);
   if (grace !== undefined) out.graceMs = grace * 1000;
   return out;
