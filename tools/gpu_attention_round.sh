@@ -9,7 +9,9 @@
 #   source .gpu/env.sh && tools/gpu_attention_round.sh OUT_DIR [quick|full|engine] [STAGES...]
 #
 # Stages (default all): kernels, ab, gputest, step, engine. OUT_DIR gets run.log (everything,
-# in order) and detail.tgz (every log, the benchmark JSON/markdown).
+# in order) and detail.tgz (every log, the benchmark JSON/markdown). Environment: KERNEL_ARGS (more
+# gpu_kernel_tests.sh flags, e.g. --ncu), KERNEL_TIMEOUT (s), ENGINE_ARGS (bench --engine flags),
+# ROUND_WORK_DIR (the logs' folder; under OUT_DIR, a run cut short still returns them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: tools/gpu_attention_round.sh OUT_DIR [quick|full] [STAGES...]}
@@ -18,7 +20,8 @@ shift 2 || shift $#
 STAGES=${*:-kernels ab gputest step}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-W=$(mktemp -d)
+W=${ROUND_WORK_DIR:-$(mktemp -d)}  # set it under OUT_DIR to keep the logs of a run cut short
+KB=$(mktemp -d)
 LOG="$OUT/run.log"
 DENO="deno run --cached-only --node-modules-dir=manual --no-check -A"
 FLAGS="-std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -lineinfo"
@@ -50,7 +53,7 @@ if has kernels; then
   say "kernel tests + benchmark ($MODE)"
   Q=""
   [ "$MODE" = quick ] && Q=--quick
-  BUILD_DIR="$W/kb" timeout 420 tools/gpu_kernel_tests.sh "$W/k" $Q >"$W/kernels.out" 2>&1
+  BUILD_DIR="$KB" timeout 420 tools/gpu_kernel_tests.sh "$W/k" $Q ${KERNEL_ARGS:-} >"$W/kernels.out" 2>&1
   echo "gpu_kernel_tests rc=$?" | tee -a "$LOG"
   grep -E "registers|spill" "$W/k/build.log" | tee -a "$LOG"
   grep -E "FAIL|PASSED|FAILED|attn .*splits|attn .*ctas" "$W/k/test.log" | tail -n 40 >>"$LOG"
@@ -61,12 +64,12 @@ fi
 
 if [ -n "${bo:-}" ]; then
   wait "$bo"
-  if has ab && [ -x "$W/oldb/bench_old" ] && [ -x "$W/kb/bench_attention" ]; then
+  if has ab && [ -x "$W/oldb/bench_old" ] && [ -x "$KB/bench_attention" ]; then
     say "A/B: old (HEAD before this work) vs new, same card"
     for shape in "32768 16" "4096 64" "1024 512" "4096 512" "128 512"; do
       for bits in 16 2 1; do
         o=$("$W/oldb/bench_old" --only $bits $shape --no-variants 2>&1 | grep -E "^$bits " | head -1)
-        n=$("$W/kb/bench_attention" --only $bits $shape 2>&1 | grep -E "^$bits " | head -1)
+        n=$("$KB/bench_attention" --only $bits $shape 2>&1 | grep -E "^$bits " | head -1)
         echo "old: $o" | tee -a "$LOG"
         echo "new: $n" | tee -a "$LOG"
       done
@@ -95,11 +98,12 @@ if has step; then
         [ -f .old/cuda/build/libnsn.so ] || continue
         L=$(pwd)/.old/cuda/build/libnsn.so
       fi
-      NSN_LIB=$L timeout 120 $DENO tools/decode_profile.ts --batch 512 --ctx 64 --kv-bits $bits --steps 16 --pool-gb 24 \
-        2>&1 | tail -n 1 | sed "s/^/$lib: /" | tee -a "$LOG"
+      env ${L:+NSN_LIB=$L} timeout 120 $DENO tools/decode_profile.ts --batch 512 --ctx 64 --kv-bits $bits --steps 16 --pool-gb 24 \
+        >"$W/step_${lib}_$bits.log" 2>&1
+      tail -n 1 "$W/step_${lib}_$bits.log" | sed "s/^/$lib: /" | tee -a "$LOG"
       # the decode-attention kernels' GPU time (plan + attention) per layer, from ncu
       if command -v ncu >/dev/null; then
-        NSN_LIB=$L timeout 150 ncu --clock-control none -k regex:"decode_attn|attn_plan|attn_reduce" \
+        env ${L:+NSN_LIB=$L} timeout 150 ncu --clock-control none -k regex:"decode_attn|attn_plan|attn_reduce" \
           --metrics gpu__time_duration.sum --print-units base --launch-skip 96 --launch-count 96 --csv \
           $DENO tools/decode_profile.ts --batch 512 --ctx 64 --kv-bits $bits --steps 4 --pool-gb 24 \
           >"$W/ncu_step_${lib}_$bits.csv" 2>&1

@@ -901,6 +901,7 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
       da.scale = scale;
       da.workspace = (float*)dec_ws_.p;
       da.workspace_bytes = dec_ws_.bytes;
+      da.reuse_plan = l > 0;  // the plan depends on the sequences only: planned once per step
       TRY(launch_decode_attention(da, stream_));
     }
     if (S.n_tiles) {

@@ -44,7 +44,8 @@ namespace {
 
 constexpr float kS1EpsDev = 1e-6f;  // == kS1Eps (quant/quant_internal.h)
 constexpr int kQSlots = 3;          // q buffers: the item computing and up to two issued ahead
-constexpr int kRecSlots = 8;        // work records in shared memory (prefetched two items ahead)
+constexpr int kRecSlots = 8;        // work records in shared memory (prefetched three items ahead)
+constexpr int kRecAhead = 3;
 constexpr int kPlanThreads = 1024;
 constexpr int kPlanSmem = kPlanThreads * 8 + kMaxCtas * 4;
 
@@ -357,9 +358,9 @@ struct Cta {
     if (cur.j < ie) {
       const AttnItem& it = rec(cur.j);
       const ItemGeom<D> g(it, a.group, a.hgroups);
-      if (cur.s == 0) {  // entering item j: its q, and the record two items ahead
+      if (cur.s == 0) {  // entering item j: its q, and the record kRecAhead items ahead
         issue_q(cur.j, it, g);
-        if (cur.j + 2 < ie) issue_record(cur.j + 2);
+        if (cur.j + kRecAhead < ie) issue_record(cur.j + kRecAhead);
       }
       uint8_t* buf = ring(cur.g);
       if (cur.s < g.n_qst) {
@@ -392,6 +393,15 @@ struct Cta {
       if (++cur.s == g.n_st) {
         cur.j++;
         cur.s = 0;
+      }
+      // The next stage's page offsets into L1 now, so the next call's address loads hit there
+      // (its record has landed: records are kRecAhead items ahead, stages at most two).
+      if (cur.j < ie && tid < 2) {
+        const AttnItem& nx = rec(cur.j);
+        const ItemGeom<D> ng(nx, a.group, a.hgroups);
+        const int w = cur.s < ng.n_qst ? nx.w0 + cur.s * ng.nwq : nx.w0 + ng.nqs + (cur.s - ng.n_qst);
+        const int nw = cur.s < ng.n_qst ? min(ng.nwq, ng.nqs - cur.s * ng.nwq) : 1;
+        prefetch_l1(nx.page_off + w + (tid ? nw - 1 : 0));  // first and last offset: <= 2 lines
       }
     }
     cur.g++;
@@ -746,9 +756,9 @@ __global__ void __launch_bounds__(Cfg<D>::NT, 1) decode_attn_kernel(const __grid
   t.ie = __shfl_sync(kFull, a.begin[blockIdx.x + 1], 0);
   if (t.ib >= t.ie) return;
 
-  // ---- once per CTA: T fragments, the first two work records ----
+  // ---- once per CTA: T fragments, the first kRecAhead work records ----
   t.load_t_fragments();
-  if (t.tid < 6 && t.ib + t.tid / 3 < t.ie) {
+  if (t.tid < 3 * kRecAhead && t.ib + t.tid / 3 < t.ie) {
     const int j = t.ib + t.tid / 3, k = t.tid % 3;
     reinterpret_cast<uint4*>(&t.rec(j))[k] = reinterpret_cast<const uint4*>(a.items + j)[k];
   }
@@ -861,8 +871,17 @@ __global__ void __launch_bounds__(kPlanThreads) attn_plan_kernel(const DecodeSeq
   block_scan(mine, sh, total);
   const long long N = min((long long)ctas, max(total, 1LL));  // no CTA owns an empty range
   for (int c = t; c < ctas; c += kPlanThreads) first[c] = INT_MAX;
-  auto b = [&](long long c) { return c * total / N; };
-  auto owner = [&](long long p) { return (int)(((p + 1) * N - 1) / total); };
+  // floor(x / d) for 0 <= x < 2^52: a double-precision estimate, corrected (64-bit integer
+  // division is a ~100-instruction software routine, and this block runs alone on one SM)
+  const double inv_total = 1.0 / (double)max(total, 1LL), inv_n = 1.0 / (double)N;
+  auto div_floor = [](long long x, long long d, double inv_d) {
+    long long q = (long long)((double)x * inv_d);
+    while (q > 0 && q * d > x) q--;
+    while ((q + 1) * d <= x) q++;
+    return q;
+  };
+  auto b = [&](long long c) { return div_floor(c * total, N, inv_n); };
+  auto owner = [&](long long p) { return (int)div_floor((p + 1) * N - 1, total, inv_total); };
   long long pos = 0, counts = 0;  // running position; running (items << 32 | slots)
   for (int base = 0; base < n_seqs; base += kPlanThreads) {
     const int s = base + t;
@@ -954,9 +973,11 @@ nsn_status launch_fast(const DecodeAttnArgs& a, const DecodePlan& p, const WsLay
   f.layer = a.layer;
   f.hadamard = (a.g.ablation & NSN_ABL_NO_HADAMARD) ? 0 : 1;
   f.scale_log2 = a.scale * 1.4426950408889634f;
-  NSN_LAUNCH(attn_plan_kernel, 1, kPlanThreads, kPlanSmem, stream, a.seqs, a.n_seqs, p.units, p.ctas,
-             reinterpret_cast<int*>(ws + w.begin), reinterpret_cast<AttnItem*>(ws + w.items));
-  if (nsn_status st = cuda_status(cudaGetLastError(), "plan launch")) return st;
+  if (!a.reuse_plan) {
+    NSN_LAUNCH(attn_plan_kernel, 1, kPlanThreads, kPlanSmem, stream, a.seqs, a.n_seqs, p.units, p.ctas,
+               reinterpret_cast<int*>(ws + w.begin), reinterpret_cast<AttnItem*>(ws + w.items));
+    if (nsn_status st = cuda_status(cudaGetLastError(), "plan launch")) return st;
+  }
   NSN_LAUNCH((decode_attn_kernel<D>), p.ctas, C::NT, C::TOTAL, stream, f);
   return cuda_status(cudaGetLastError(), "launch");
 }

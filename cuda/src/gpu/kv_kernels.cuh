@@ -75,6 +75,8 @@ struct DecodeAttnArgs {
                              // zero-filled once after allocation (the kernels leave their
                              // counters at zero)
   size_t workspace_bytes;
+  int32_t reuse_plan;        // 1: the workspace already holds the work plan for these seqs (an
+                             // earlier layer of the same step, same seqs and n_seqs): no planning
 };
 // Bytes of workspace decode attention needs for n_seqs rows (any context length: the size
 // depends on n_seqs and the device's SM count only, so a CUDA graph's workspace stays valid).

@@ -189,6 +189,14 @@ __device__ __forceinline__ float load_cg(const float* p) {
   return __ldcg(p);
 #endif
 }
+// Prefetch of the 128-byte line holding p into L1 (a hint: no effect in the emulator).
+__device__ __forceinline__ void prefetch_l1(const void* p) {
+#ifndef NSN_EMU
+  asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+#else
+  (void)p;
+#endif
+}
 // Shared-memory atomic minimum (the emulator's threads switch only at barriers: a plain update).
 __device__ __forceinline__ void atomic_min_int(int* p, int v) {
 #ifdef NSN_EMU

@@ -383,6 +383,13 @@ static void test_attention(int d, int group, int n_kv, const std::vector<SeqSpec
   if (d_ws) CK(cudaMemset(d_ws, 0, a.workspace_bytes));
   a.workspace = d_ws;
   NK(kernel == FAST ? launch_decode_attention(a, 0) : gpu::launch_decode_attention_ref(a, 0));
+  if (kernel == FAST) {  // again on the plan the first call left (a later layer of a step): the
+    // output checked is this second one's, so the reused plan and the reset counters are tested
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemset(d_out, 0xFF, 2 * q.size()));
+    a.reuse_plan = 1;
+    NK(launch_decode_attention(a, 0));
+  }
   CK(cudaDeviceSynchronize());
   std::vector<uint16_t> ob(q.size());
   CK(cudaMemcpy(ob.data(), d_out, 2 * ob.size(), cudaMemcpyDeviceToHost));
