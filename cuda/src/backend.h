@@ -53,6 +53,14 @@ struct StepPlan {
   int32_t* pos_top_ids;      // [n_tokens][top_n] or null
   float* pos_top_logprobs;   // [n_tokens][top_n] or null
   float* logits;             // [n_tokens][vocab] or null
+  // Planned by the core, the same for every backend: the token rows that need logits (every
+  // row, in order, when logits is set; else, sequence by sequence, the rows of chunks that want
+  // logprobs and the last row of each sampling sequence) and the plan seq of each. The outputs
+  // arrive preset to "nothing" (token -1, logprobs NaN, top ids -1): a backend writes only
+  // what it computes.
+  const int32_t* logit_rows;  // [n_logit_rows]
+  const int32_t* logit_seq;   // [n_logit_rows]
+  int32_t n_logit_rows;
 };
 
 struct EngineSpec {

@@ -188,6 +188,40 @@ nsn_status validate(const nsn_engine& e, const StepArgs& a) {
   return NSN_OK;
 }
 
+// Backend-independent planning (backend.h StepPlan): the rows that need logits.
+void plan_logit_rows(const StepPlan& plan, std::vector<int32_t>& rows, std::vector<int32_t>& seq) {
+  if (plan.logits) {
+    seq.resize(plan.n_tokens);
+    for (int32_t i = 0; i < plan.n_seqs; i++)
+      for (int32_t j = 0; j < plan.seqs[i].n_new; j++) seq[plan.seqs[i].tok_offset + j] = i;
+    for (int32_t t = 0; t < plan.n_tokens; t++) rows.push_back(t);
+    return;
+  }
+  for (int32_t i = 0; i < plan.n_seqs; i++) {
+    const SeqStep& s = plan.seqs[i];
+    const int32_t first = s.want_logprobs ? 0 : s.sample ? s.n_new - 1 : s.n_new;
+    for (int32_t j = first; j < s.n_new; j++) {
+      rows.push_back(s.tok_offset + j);
+      seq.push_back(i);
+    }
+  }
+}
+
+// Every output starts as "nothing"; the backend fills what it computes.
+void preset_outputs(const StepPlan& plan) {
+  const size_t T = plan.n_tokens, top = plan.top_n;
+  if (plan.pos_logprob) std::fill(plan.pos_logprob, plan.pos_logprob + T, NAN);
+  if (top && plan.pos_top_ids) std::fill(plan.pos_top_ids, plan.pos_top_ids + T * top, -1);
+  if (top && plan.pos_top_logprobs) std::fill(plan.pos_top_logprobs, plan.pos_top_logprobs + T * top, NAN);
+  for (int32_t i = 0; plan.out && i < plan.n_seqs; i++) {
+    nsn_seq_output& o = plan.out[i];
+    o.token = -1;
+    o.logprob = NAN;
+    std::fill(o.top_ids, o.top_ids + NSN_MAX_TOP_N, -1);
+    std::fill(o.top_logprobs, o.top_logprobs + NSN_MAX_TOP_N, NAN);
+  }
+}
+
 nsn_status run_step(nsn_engine& e, const StepArgs& a) {
   nsn_status st = validate(e, a);
   if (st != NSN_OK) return st;
@@ -238,6 +272,12 @@ nsn_status run_step(nsn_engine& e, const StepArgs& a) {
   plan.pos_top_ids = a.pos_top_ids;
   plan.pos_top_logprobs = a.pos_top_logprobs;
   plan.logits = a.logits;
+  std::vector<int32_t> logit_rows, logit_seq;
+  plan_logit_rows(plan, logit_rows, logit_seq);
+  plan.logit_rows = logit_rows.data();
+  plan.logit_seq = logit_seq.data();
+  plan.n_logit_rows = (int32_t)logit_rows.size();
+  preset_outputs(plan);
   st = e.backend->step(plan);
   if (st != NSN_OK) return st;
   if (e.spec.opts.debug_checks) return e.check();

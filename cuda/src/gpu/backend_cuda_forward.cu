@@ -133,21 +133,10 @@ nsn_status CudaBackend::forward_layers(const StepPlan& plan) {
 // ---- logits --------------------------------------------------------------------------------
 
 nsn_status CudaBackend::logits_and_sampling(const StepPlan& plan) {
-  const int T = plan.n_tokens, H = c_.hidden_size, V = c_.vocab_size;
+  const int H = c_.hidden_size, V = c_.vocab_size;
   const Sections& S = sec_;
   uint8_t* base = (uint8_t*)plan_d_.p;
-  // Outputs start as "nothing": the CPU backend's conventions.
-  if (plan.pos_logprob) std::fill(plan.pos_logprob, plan.pos_logprob + T, NAN);
-  if (plan.top_n && plan.pos_top_ids) std::fill(plan.pos_top_ids, plan.pos_top_ids + (size_t)T * plan.top_n, -1);
-  if (plan.top_n && plan.pos_top_logprobs)
-    std::fill(plan.pos_top_logprobs, plan.pos_top_logprobs + (size_t)T * plan.top_n, NAN);
-  for (int i = 0; plan.out && i < plan.n_seqs; i++) {
-    nsn_seq_output& o = plan.out[i];
-    o.token = -1;
-    o.logprob = NAN;
-    std::fill(o.top_ids, o.top_ids + NSN_MAX_TOP_N, -1);
-    std::fill(o.top_logprobs, o.top_logprobs + NSN_MAX_TOP_N, NAN);
-  }
+  // Outputs arrive preset to "nothing" (the core, backend.h).
   const bf16* head = (c_.flags & NSN_MODEL_TIED) ? embed_ : lm_head_;
   const int32_t* rows_d = (const int32_t*)(base + S.logit_rows);
   const LogitRowJob* jobs_d = (const LogitRowJob*)(base + S.row_jobs);

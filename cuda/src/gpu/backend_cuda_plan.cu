@@ -173,27 +173,9 @@ nsn_status CudaBackend::pack_plan(const StepPlan& plan, bool graph_layout) {
   S.n_penc = (int)penc.size();
   if (S.n_penc) S.penc = P.put(per_layer(penc, false));
 
-  // Rows that need logits, their logprob jobs and the draws.
-  logit_row_list_.clear();
-  logit_seq_.clear();
-  for (int i = 0; i < plan.n_seqs; i++) {
-    const SeqStep& s = plan.seqs[i];
-    if (plan.logits) continue;
-    const int first = s.want_logprobs ? 0 : s.sample ? s.n_new - 1 : s.n_new;
-    for (int j = first; j < s.n_new; j++) {
-      logit_row_list_.push_back(s.tok_offset + j);
-      logit_seq_.push_back(i);
-    }
-  }
-  if (plan.logits) {
-    std::vector<int32_t> seq_of(T, 0);
-    for (int i = 0; i < plan.n_seqs; i++)
-      for (int j = 0; j < plan.seqs[i].n_new; j++) seq_of[plan.seqs[i].tok_offset + j] = i;
-    for (int t = 0; t < T; t++) {
-      logit_row_list_.push_back(t);
-      logit_seq_.push_back(seq_of[t]);
-    }
-  }
+  // Rows that need logits (planned by the core), their logprob jobs and the draws.
+  logit_row_list_.assign(plan.logit_rows, plan.logit_rows + plan.n_logit_rows);
+  logit_seq_.assign(plan.logit_seq, plan.logit_seq + plan.n_logit_rows);
   S.n_logit = (int)logit_row_list_.size();
   S.logit_rows = P.put(logit_row_list_);
   {
