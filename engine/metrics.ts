@@ -141,7 +141,8 @@ export class ServerMetrics {
     });
     this.#promptTokens = new Counter({
       name: "nsn_prompt_tokens_total",
-      help: "Prompt tokens prefilled (a preemption's recompute is not counted again).",
+      help: "Prompt tokens of sequences whose prompt is in the cache, prefix-cache hits included " +
+        "(nsn_prefix_cache_hits_total); a preemption's recompute is not counted again.",
       labelNames: ["kv_bits"],
       registers,
     });
