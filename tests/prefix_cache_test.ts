@@ -161,3 +161,51 @@ Deno.test("HTTP: usage.prompt_tokens_details.cached_tokens, n, cache_salt, prefi
   assert.match(metrics, /nsn_prefix_cache_queries_total\{kv_bits="16"\} \d{3,}/);
   await t.close();
 });
+
+Deno.test("stress: shared prefixes, n choices, a small pool, cancels; outputs exact, pages back", async () => {
+  // 120 requests over 4 system prompts, mixed kv_bits and lengths, some with 3 choices, on a
+  // pool that forces preemption and eviction; the page tables and reference counts are checked
+  // after every step (debugChecks). Finished requests must match a roomy, cache-less run.
+  let seed = 7;
+  const rand = (n: number) => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n;
+  const systems = [0, 1, 2, 3].map((i) => prompt(64 * (1 + i) + 10, 40 + i));
+  const cases = Array.from({ length: 120 }, () => ({
+    p: [...systems[rand(4)], ...prompt(rand(90), rand(1000))],
+    k: KV_BITS[rand(3)],
+    n: rand(4) === 0 ? 3 : 1,
+    max: 5 + rand(30),
+    cancel: rand(8) === 0,
+  }));
+  const run = async (small: boolean) => {
+    const { s } = setup(
+      small ? { poolSlabs: 24, stepDelayMs: 0 } : {},
+      small ? { maxStepTokens: 96, prefixCaching: true } : { prefixCaching: false },
+    );
+    const outs = cases.map((c) => {
+      const reqs = Array.from({ length: c.n }, () => request(c.p, c.k, c.max, { shareWith: 0 }));
+      const seqs = s.submit(reqs.map((r) => r.req));
+      if (small && c.cancel) setTimeout(() => seqs.forEach((q) => s.cancel(q)), rand(20));
+      return reqs.map((r) => r.out);
+    });
+    await Promise.all(outs.flat().map((o) => o.done));
+    const pool = s.kv.pool;
+    for (const k of KV_BITS) assert.equal(pool.pagesInUse(k) - pool.pagesIdle(k), 0, `kv ${k}`);
+    s.check();
+    const preempted = s.preemptions;
+    await s.close();
+    return { outs, preempted };
+  };
+  const want = await run(false);
+  const got = await run(true);
+  assert.ok(got.preempted > 0, "the small pool never preempted");
+  let compared = 0;
+  cases.forEach((c, i) => {
+    got.outs[i].forEach((o, j) => {
+      if (o.reason === "abort") return;
+      assert.equal(o.reason, "length", `case ${i}: ${o.error?.message}`);
+      assert.deepEqual(o.tokens, want.outs[i][j].tokens, `case ${i} choice ${j}`);
+      compared++;
+    });
+  });
+  assert.ok(compared > 100, `only ${compared} outputs compared`);
+});
