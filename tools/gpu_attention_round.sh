@@ -11,7 +11,8 @@
 # Stages (default all): kernels, ab, gputest, step, engine. OUT_DIR gets run.log (everything,
 # in order) and detail.tgz (every log, the benchmark JSON/markdown). Environment: KERNEL_ARGS (more
 # gpu_kernel_tests.sh flags, e.g. --ncu), KERNEL_TIMEOUT (s), ENGINE_ARGS (bench --engine flags),
-# ROUND_WORK_DIR (the logs' folder; under OUT_DIR, a run cut short still returns them).
+# ROUND_WORK_DIR (the logs' folder; under OUT_DIR, a run cut short still returns them), STEP_OLD=0
+# (no old library), AB_SHAPES (e.g. "32768x16 1024x512"), AB_NCU=0.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: tools/gpu_attention_round.sh OUT_DIR [quick|full] [STAGES...]}
@@ -35,8 +36,10 @@ say build
 (make -C cuda -j16 CUDA=1 >"$W/make.log" 2>&1; echo "make rc=$?" >>"$W/make.log") &
 mk=$!
 if [ -d .old/cuda ] && { has ab || has step; }; then
-  (make -C .old/cuda -j8 CUDA=1 >"$W/make_old.log" 2>&1; echo "make old rc=$?" >>"$W/make_old.log") &
-  mko=$!
+  if has step && [ "${STEP_OLD:-1}" = 1 ]; then  # STEP_OLD=0: the old library is not built or profiled
+    (make -C .old/cuda -j8 CUDA=1 >"$W/make_old.log" 2>&1; echo "make old rc=$?" >>"$W/make_old.log") &
+    mko=$!
+  fi
   O="$W/oldb"
   mkdir -p "$O"
   (
@@ -66,7 +69,8 @@ if [ -n "${bo:-}" ]; then
   wait "$bo"
   if has ab && [ -x "$W/oldb/bench_old" ] && [ -x "$KB/bench_attention" ]; then
     say "A/B: old (HEAD before this work) vs new, same card"
-    for shape in "32768 16" "4096 64" "1024 512" "4096 512" "128 512"; do
+    for shape_x in ${AB_SHAPES:-32768x16 4096x64 1024x512 4096x512 128x512}; do
+      shape=${shape_x/x/ }
       for bits in 16 2 1; do
         o=$("$W/oldb/bench_old" --only $bits $shape --no-variants 2>&1 | grep -E "^$bits " | head -1)
         n=$("$KB/bench_attention" --only $bits $shape 2>&1 | grep -E "^$bits " | head -1)
@@ -74,6 +78,21 @@ if [ -n "${bo:-}" ]; then
         echo "new: $n" | tee -a "$LOG"
       done
     done
+    if [ "${AB_NCU:-1}" = 1 ] && command -v ncu >/dev/null; then  # old vs new at 32K x 16: where the time goes (stalls, issue)
+      for bits in 1 16; do
+        for v in old new; do
+          bin="$KB/bench_attention"
+          extra=""
+          [ $v = old ] && bin="$W/oldb/bench_old" && extra=--no-variants
+          timeout 60 ncu --clock-control none -k regex:decode_attn_kernel --launch-skip 3 --launch-count 1 \
+            --section SpeedOfLight --section WarpStateStats --section InstructionStats --section LaunchStats \
+            --section MemoryWorkloadAnalysis "$bin" --only $bits 32768 16 $extra >"$W/ncu_ab_${v}_$bits.log" 2>&1
+          echo "ncu $v kv $bits 32K x 16:" | tee -a "$LOG"
+          grep -E "Duration|Executed Ipc A|Issue Slots Busy|Memory Throughput|DRAM Throughput|Warp Cycles Per Issued|Executed Instructions  |Grid Size|Block Size" \
+            "$W/ncu_ab_${v}_$bits.log" | head -n 12 | tee -a "$LOG"
+        done
+      done
+    fi
   else
     tail -n 20 "$W/build_old_bench.log" >>"$LOG"
   fi
