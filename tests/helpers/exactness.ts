@@ -12,6 +12,7 @@ import { randomTokens } from "./random_tokens.ts";
 export interface Trace {
   tokens: number[];
   logprobs: number[]; // raw logprob of each generated token
+  margins: number[]; // top-1 minus top-2 logprob at each step (NaN unless run with topN >= 2)
   cached: number; // prompt tokens served from the prefix cache
 }
 
@@ -39,8 +40,9 @@ export async function run(
   kvBits: KvBits,
   prompts: number[][],
   maxTokens: number,
+  topN = 0,
 ): Promise<Trace[]> {
-  const traces = prompts.map((): Trace => ({ tokens: [], logprobs: [], cached: 0 }));
+  const traces = prompts.map((): Trace => ({ tokens: [], logprobs: [], margins: [], cached: 0 }));
   const done: Promise<void>[] = [];
   const reqs = prompts.map((prompt, i): SeqRequest => {
     let finish!: (e?: Error) => void;
@@ -51,11 +53,12 @@ export async function run(
       params: greedySampling({ nPrompt: prompt.length }), // no stop ids: always maxTokens
       maxTokens,
       promptLogprobs: false,
-      topN: 0,
+      topN,
       sink: {
         onToken: (o) => {
           traces[i].tokens.push(o.token);
           traces[i].logprobs.push(o.logprob);
+          traces[i].margins.push(o.top.length >= 2 ? o.top[0].logprob - o.top[1].logprob : NaN);
         },
         onPromptLogprobs: () => {},
         onFinish: (reason, error) => finish(reason === "error" ? error : undefined),
