@@ -63,6 +63,10 @@ Deno.test("--no-prefix-caching recomputes every prompt", async () => {
   assert.equal((await runOne(s, p, 16)).cached, 0);
   assert.equal(s.kv.prefix, null);
   await s.close();
+  const t = makeTestApp({ scheduler: { prefixCaching: false } });
+  const models = await (await t.app.request("/v1/models")).json();
+  assert.equal(models.data[0].prefix_caching, false);
+  await t.close();
 });
 
 Deno.test("n / best_of: the prompt is prefilled once and its pages shared", async () => {

@@ -18,6 +18,7 @@ Deno.test("/v1/models lists the model with max_model_len and the KV precisions",
   assert.deepEqual(m.kv_bits, [16, 2, 1]);
   assert.deepEqual(m.kv_cache_dtypes, ["fp16", "nsn2", "nsn1"]);
   assert.ok(m.kv_capacity_tokens["1"] >= m.kv_capacity_tokens["16"]);
+  assert.equal(m.prefix_caching, true);
   assert.equal((await (await t.app.request("/v1/models/fake")).json()).id, "fake-model");
   const missing = await t.app.request("/v1/models/nope");
   assert.equal(missing.status, 404);
