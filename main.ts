@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { LOG_LEVELS, Logger, type LogLevel } from "./engine/log.ts";
 import { combineObservers } from "./engine/metrics.ts";
 import type { ServingModel } from "./engine/model.ts";
+import type { KvEventPublisher } from "./engine/kv_events.ts";
 import { Scheduler } from "./engine/scheduler.ts";
 import { StatsLogger } from "./engine/stats_log.ts";
 import { KV_BITS, type KvBits } from "./engine/types.ts";
@@ -26,7 +27,7 @@ export interface ServerOptions {
   port: number; // 0 = any free port
   kvBits: KvBits; // default for requests without X-KV-Bits
   backend: "auto" | "cpu" | "cuda";
-  maxNumSeqs: number;
+  maxNumSeqs?: number; // default: as many as the KV pool holds
   maxModelLen?: number; // default: the model's max position
   maxQueue: number;
   maxStepTokens: number;
@@ -40,6 +41,8 @@ export interface ServerOptions {
   keepAliveMs: number; // an idle connection is closed after this
   writeTimeoutMs: number; // a client that reads nothing for this long is dropped
   debugChecks: boolean; // native invariant checks after every step (tests)
+  prefixCaching: boolean; // automatic prefix caching (--no-prefix-caching turns it off)
+  kvEventsEndpoint?: string; // publish KV cache events (vLLM format, ZeroMQ PUB) here
   quiet: boolean; // errors only (tests, benchmarks)
   logLevel: LogLevel;
   servedModelNames?: string[]; // names clients send as `model`; the first is reported
@@ -53,7 +56,6 @@ export const DEFAULTS: ServerOptions = {
   port: 8000,
   kvBits: 16,
   backend: "auto",
-  maxNumSeqs: 256,
   maxQueue: 1024,
   maxStepTokens: 512,
   cors: false,
@@ -62,6 +64,7 @@ export const DEFAULTS: ServerOptions = {
   keepAliveMs: 30_000,
   writeTimeoutMs: 30_000,
   debugChecks: false,
+  prefixCaching: true,
   quiet: false,
   logLevel: "info",
 };
@@ -164,6 +167,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
 
   let loaded: LoadedModel | null = null;
   let scheduler: Scheduler | null = null;
+  let events: KvEventPublisher | null = null;
   let closing = false;
   const stats = new StatsLogger(logger, () => state.ready && state.metrics.source());
   const ready = (async () => {
@@ -195,14 +199,32 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
       maxStepTokens: opts.maxStepTokens,
       maxQueue: opts.maxQueue,
       maxModelLen: opts.maxModelLen ?? context,
+      prefixCaching: opts.prefixCaching,
+      debugChecks: opts.debugChecks,
     }, combineObservers(state.metrics.observer(), stats.observer()));
-    state.setReady(model, scheduler);
     const info = loaded.engine.info();
+    if (opts.kvEventsEndpoint) {
+      if (!scheduler.kv.prefix) throw new Error("--kv-events-endpoint needs prefix caching on");
+      // Imported here: the ZeroMQ addon loads only when events are asked for.
+      const { KvEventPublisher } = await import("./engine/kv_events.ts");
+      const medium = info.backend === "cuda" ? "GPU" : "CPU";
+      events = await KvEventPublisher.open(
+        opts.kvEventsEndpoint,
+        Deno.hostname(),
+        model.id,
+        medium,
+      );
+      events.cleared();
+      scheduler.kv.prefix.events = events;
+      log(`KV cache events on ${events.endpoint} (topic kv@${Deno.hostname()}@${model.id})`);
+    }
+    state.setReady(model, scheduler);
     const caps = KV_BITS.map((k) => `${k}-bit ${scheduler!.capacityTokens(k)}`).join(", ");
     log(
       `ready: ${model.id} on ${info.backend} (${info.deviceName}) in ` +
         `${((performance.now() - t0) / 1000).toFixed(1)} s; KV pool ` +
-        `${(info.kvPoolBytes / 2 ** 20).toFixed(0)} MiB, tokens per sequence: ${caps}`,
+        `${(info.kvPoolBytes / 2 ** 20).toFixed(0)} MiB, tokens per sequence: ${caps}; ` +
+        `prefix caching ${opts.prefixCaching ? "on" : "off"}`,
     );
   })();
   ready.catch((e) => state.loadError = e instanceof Error ? e.message : String(e));
@@ -224,6 +246,7 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     await stopped;
     await door.drain(1000);
     await ready.catch(() => {});
+    await (events as KvEventPublisher | null)?.close();
     (loaded as LoadedModel | null)?.close();
   };
   return { url, port, state, ready, shutdown };
@@ -236,7 +259,7 @@ const USAGE = `Usage: deno task start [options]
   --port N                          port (default 8000; 0 = any free port)
   --kv-bits 16|2|1                  KV precision when a request sends no X-KV-Bits (default 16)
   --backend auto|cpu|cuda           compute backend (default auto: CUDA when present)
-  --max-num-seqs N                  running sequences at once (default 256)
+  --max-num-seqs N                  running sequences at most (default: what the KV pool holds)
   --max-model-len N                 context length (default: the model's)
   --max-queue N                     waiting sequences before 429 (default 1024)
   --max-step-tokens N               tokens per forward step (default 512)
@@ -259,7 +282,9 @@ const USAGE = `Usage: deno task start [options]
   --header-timeout-seconds N        a request's headers must arrive within this (default 10)
   --keep-alive-seconds N            idle connections are closed after this (default 30)
   --write-timeout-seconds N         a client that stops reading is dropped after this (default 30)
-  --debug-checks                    verify the engine's page tables after every step (slow)
+  --no-prefix-caching               recompute shared prompt prefixes (default: reuse them)
+  --kv-events-endpoint tcp://H:P    publish KV cache events for routers (vLLM format, ZeroMQ)
+  --debug-checks                    verify page tables and reference counts every step (slow)
   --help                            this text`;
 
 /** A decimal integer flag ("0x10", "1e3", "8.0" and " 8" are refused, not reinterpreted). */
@@ -343,6 +368,8 @@ export function parseCli(
       "chat-template": { type: "string" },
       seed: { type: "string" },
       "log-level": { type: "string" },
+      "no-prefix-caching": { type: "boolean" },
+      "kv-events-endpoint": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -388,6 +415,8 @@ export function parseCli(
     out.logLevel = level as LogLevel;
   }
   set("debugChecks", values["debug-checks"]);
+  if (values["no-prefix-caching"]) out.prefixCaching = false;
+  set("kvEventsEndpoint", values["kv-events-endpoint"]);
   const grace = intFlag("grace-seconds", values["grace-seconds"], 0);
   if (grace !== undefined) out.graceMs = grace * 1000;
   set("maxConnections", intFlag("max-connections", values["max-connections"], 1));

@@ -4,8 +4,10 @@
 // to it, and show a progress bar on stderr.
 //
 //   deno task bench [--model demo|DIR|synthetic:NAME | --url http://HOST:PORT] [--backend B]
-//     [--kv-bits 16,2,1] [--input-len N] [--output-len N] [--num-prompts N|auto]
-//     [--concurrency 1,4,16,64] [--request-rate R|inf] [--json FILE]
+//     [--kv-bits 16,2,1] [--input-len N] [--prefix-len N] [--output-len N]
+//     [--num-prompts N|auto] [--concurrency 1,4,16,64] [--request-rate R|inf] [--json FILE]
+//   (--prefix-len N: every prompt starts with the same N tokens; the report gives the server's
+//   prefix-cache hit rate)
 //   deno task bench --engine [--batches 1,8,32] [--contexts 512,2048] [--decode-steps K]
 //   deno task bench --kernels [--quick] [--json DIR]   (GPU machine: decode-attention kernels
 //     vs torch SDPA; tools/gpu_kernel_tests.sh --bench-only; needs nvcc, a GPU, torch)
@@ -91,6 +93,7 @@ export interface BenchArgs {
   threads?: number;
   kvBits: KvBits[];
   inputLen?: number;
+  prefixLen?: number;
   outputLen?: number;
   numPrompts?: number | "auto";
   concurrency?: number[];
@@ -109,7 +112,7 @@ export interface BenchArgs {
 
 export const BENCH_USAGE = `Usage:
   deno task bench [--model demo|DIR|synthetic:NAME | --url http://HOST:PORT] [--backend B]
-    [--kv-bits 16,2,1] [--input-len N] [--output-len N] [--num-prompts N|auto]
+    [--kv-bits 16,2,1] [--input-len N] [--prefix-len N] [--output-len N] [--num-prompts N|auto]
     [--concurrency 1,4,16,64] [--request-rate R|inf] [--seed N] [--json FILE] [--no-progress]
     [--threads N] [--kv-pool-mb N] [--max-num-seqs N] [--max-step-tokens N]
   deno task bench --engine [--batches 1,8,32] [--contexts 512,2048] [--decode-steps K]
@@ -117,7 +120,8 @@ export const BENCH_USAGE = `Usage:
 
 Serving mode (the default) starts the server on --model (or measures the one at --url) and
 sends --num-prompts random prompts of --input-len tokens, each asking --output-len tokens,
-at every --concurrency and every --kv-bits, like vLLM's \`bench serve\`. --engine measures
+at every --concurrency and every --kv-bits, like vLLM's \`bench serve\` (--prefix-len N: every
+prompt starts with the same N tokens, and the report gives the prefix-cache hit rate). --engine measures
 decode throughput straight through the engine; --kernels runs the GPU kernel benchmark.
 --backend auto|cpu|cuda picks the defaults too: CPU ones finish in under a minute on the demo
 model, GPU ones sweep synthetic:llama-3-8b. Results: a table on stdout, JSON (--json, default
@@ -136,6 +140,7 @@ export function parseBenchArgs(args: string[]): BenchArgs {
       threads: { type: "string" },
       "kv-bits": { type: "string", default: "16,2,1" },
       "input-len": { type: "string" },
+      "prefix-len": { type: "string" },
       "output-len": { type: "string" },
       "num-prompts": { type: "string" },
       concurrency: { type: "string" },
@@ -170,6 +175,7 @@ export function parseBenchArgs(args: string[]): BenchArgs {
     threads: intArg("threads", f.threads, 1),
     kvBits: parseKvBits(f["kv-bits"]),
     inputLen: intArg("input-len", f["input-len"], 1),
+    prefixLen: intArg("prefix-len", f["prefix-len"], 0),
     outputLen: intArg("output-len", f["output-len"], 1),
     numPrompts: f["num-prompts"] === "auto" ? "auto" : intArg("num-prompts", f["num-prompts"], 1),
     concurrency: intListArg("concurrency", f.concurrency, 1),
@@ -242,6 +248,7 @@ export async function runBench(a: BenchArgs): Promise<BenchOutput> {
 
   const cfg = {
     inputLen: a.inputLen ?? d.inputLen,
+    prefixLen: a.prefixLen ?? 0,
     outputLen: a.outputLen ?? d.outputLen,
     concurrency: a.concurrency ?? d.concurrency,
     numPrompts: a.numPrompts ?? d.numPrompts,
@@ -277,8 +284,9 @@ export async function runBench(a: BenchArgs): Promise<BenchOutput> {
   } finally {
     bar?.stop();
   }
-  const head = `serving bench | ${res.description} | input ${cfg.inputLen} | output ` +
-    `${cfg.outputLen} | request rate ${cfg.requestRate}`;
+  const head = `serving bench | ${res.description} | input ${cfg.inputLen}` +
+    (cfg.prefixLen ? ` (shared prefix ${cfg.prefixLen})` : "") +
+    ` | output ${cfg.outputLen} | request rate ${cfg.requestRate}`;
   return {
     kind: "serve",
     text: `${head}\n${formatServe(res.runs)}`,

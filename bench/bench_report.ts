@@ -21,6 +21,7 @@ export function formatServe(runs: ServeRun[]): string {
         : []),
       ["Benchmark duration (s)", r.durationS],
       ["Total input tokens", String(r.totalInput)],
+      ["Prefix cache hit rate (%)", num(100 * r.prefixHitRate, 1)],
       ["Total generated tokens", String(r.totalOutput)],
       ["Request throughput (req/s)", r.requestThroughput],
       ["Output token throughput (tok/s)", r.outputThroughput],

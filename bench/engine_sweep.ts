@@ -4,8 +4,9 @@
 // steps of B tokens (sampling included, as in serving). Alongside, the largest batch whose
 // pages for C + K tokens fit the KV pool: the capacity win of 1/2-bit pages.
 
-import type { KvBits, KvEngine, SamplingParams, SeqInput } from "../engine/types.ts";
+import type { KvBits, KvEngine, SamplingParams } from "../engine/types.ts";
 import { EngineError, greedySampling } from "../engine/types.ts";
+import { type DirectChunk, DirectKv, type DirectSeq } from "../engine/direct_kv.ts";
 import { rng, summarize } from "./stats.ts";
 
 export interface SweepConfig {
@@ -34,35 +35,32 @@ export interface SweepPoint {
 
 const GREEDY: SamplingParams = greedySampling();
 
-/** Sequences of `len` tokens at kvBits that fit the whole pool (pagesNeeded x page bytes). */
+/** Sequences of `len` tokens at kvBits that fit the whole pool at once (exact, in slabs). */
 export function capacity(engine: KvEngine, kvBits: KvBits, len: number) {
   const info = engine.info();
-  const need = engine.pagesNeeded(kvBits, 0, len);
-  const bytes = need.quant * info.kinds[kvBits].pageBytes + need.fp16 * info.kinds[16].pageBytes;
-  const byMemory = bytes > 0 ? Math.floor(info.kvPoolBytes / bytes) : Infinity;
+  const kv = new DirectKv(engine);
+  let byMemory = 0;
+  for (let step = 1 << 20; step >= 1; step >>= 1) {
+    if (kv.fits(kvBits, len, byMemory + step)) byMemory += step;
+  }
   return { byMemory, capped: Math.min(byMemory, info.maxSeqs) };
 }
 
 /** Appends `n` random tokens to each listed sequence in chunked steps of <= max_step_tokens. */
-export async function extend(engine: KvEngine, seqs: number[], n: number, tok: () => number) {
-  const { maxStepTokens } = engine.info();
+export async function extend(kv: DirectKv, seqs: DirectSeq[], n: number, tok: () => number) {
+  const { maxStepTokens } = kv.engine.info();
   const fed = seqs.map(() => 0);
   while (fed.some((f) => f < n)) {
     let budget = maxStepTokens;
-    const inputs: SeqInput[] = [];
+    const inputs: DirectChunk[] = [];
     for (let i = 0; i < seqs.length && budget > 0; i++) {
       const k = Math.min(n - fed[i], budget);
       if (k <= 0) continue;
-      inputs.push({
-        seq: seqs[i],
-        tokens: Array.from({ length: k }, tok),
-        sample: false,
-        wantLogprobs: false,
-      });
+      inputs.push({ seq: seqs[i], tokens: Array.from({ length: k }, tok) });
       fed[i] += k;
       budget -= k;
     }
-    await engine.step(inputs, { topN: 0 });
+    await kv.step(inputs, { topN: 0 });
   }
 }
 
@@ -74,8 +72,8 @@ export const WARMUP_STEPS = 2;
 
 /** WARMUP_STEPS untimed decode steps, then K timed ones. */
 export async function timeDecode(
-  engine: KvEngine,
-  seqs: number[],
+  kv: DirectKv,
+  seqs: DirectSeq[],
   steps: number,
   tok: () => number,
 ) {
@@ -83,8 +81,8 @@ export async function timeDecode(
   const times: number[] = [];
   for (let k = 0; k < WARMUP_STEPS + steps; k++) {
     const s = performance.now();
-    const res = await engine.step(
-      seqs.map((seq, i) => ({ seq, tokens: [next[i]], sample: true, wantLogprobs: false })),
+    const res = await kv.step(
+      seqs.map((seq, i) => ({ seq, tokens: [next[i]], sample: true })),
       { topN: 0 },
     );
     if (k >= WARMUP_STEPS) times.push(performance.now() - s);
@@ -117,29 +115,27 @@ async function runGroup(
   const rand = rng(cfg.seed + context * 31 + kvBits);
   const [lo, hi] = cfg.tokenRange;
   const tok = () => lo + Math.floor(rand() * (hi - lo));
-  const seqs: number[] = [];
+  const kv = new DirectKv(engine);
+  const seqs: DirectSeq[] = [];
   try {
     const bMax = Math.max(...batches);
-    for (let i = 0; i < bMax; i++) {
-      seqs.push(engine.createSeq(kvBits));
-      engine.setSampling(seqs[i], GREEDY);
-    }
+    for (let i = 0; i < bMax; i++) seqs.push(kv.create(kvBits, GREEDY));
     const t0 = performance.now();
-    await extend(engine, seqs, context, tok);
+    await extend(kv, seqs, context, tok);
     const prefillTokPerS = (bMax * context) / ((performance.now() - t0) / 1000);
     const out = [];
     let prev = 0;
     for (const [i, b] of batches.entries()) {
       const drift = i * (cfg.decodeSteps + WARMUP_STEPS);
-      if (drift > 0) await extend(engine, seqs.slice(prev, b), drift, tok);
+      if (drift > 0) await extend(kv, seqs.slice(prev, b), drift, tok);
       prev = b;
-      const d = await timeDecode(engine, seqs.slice(0, b), cfg.decodeSteps, tok);
+      const d = await timeDecode(kv, seqs.slice(0, b), cfg.decodeSteps, tok);
       out.push({ decodeContext: context + drift, prefillTokPerS, ...d });
       cfg.onPoint?.();
     }
     return out;
   } finally {
-    for (const s of seqs) engine.freeSeq(s);
+    for (const s of seqs) kv.free(s);
   }
 }
 

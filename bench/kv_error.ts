@@ -4,6 +4,7 @@
 // identical K/V inputs), then the cache is read back (nsn_seq_read_kv: dequantized for encoded
 // windows, keys post-RoPE) and compared over the completed windows.
 
+import { cacheOf, DirectKv, type DirectSeq } from "../engine/direct_kv.ts";
 import type { KvBits } from "../engine/types.ts";
 import type { NativeEngine } from "../ffi/native_engine.ts";
 import { NSN_WINDOW } from "../ffi/symbols.ts";
@@ -17,12 +18,11 @@ export interface LayerError {
   vCos: number;
 }
 
-async function prefill(engine: NativeEngine, kvBits: KvBits, tokens: number[]): Promise<number> {
-  const seq = engine.createSeq(kvBits);
-  const { maxStepTokens } = engine.info();
+async function prefill(kv: DirectKv, kvBits: KvBits, tokens: number[]): Promise<DirectSeq> {
+  const seq = kv.create(kvBits);
+  const { maxStepTokens } = kv.engine.info();
   for (let i = 0; i < tokens.length; i += maxStepTokens) {
-    const chunk = tokens.slice(i, i + maxStepTokens);
-    await engine.step([{ seq, tokens: chunk, sample: false, wantLogprobs: false }], { topN: 0 });
+    await kv.step([{ seq, tokens: tokens.slice(i, i + maxStepTokens) }], { topN: 0 });
   }
   return seq;
 }
@@ -36,16 +36,17 @@ export async function kvReconstructionError(
   if (n === 0) throw new Error(`kv error needs >= ${NSN_WINDOW} tokens, got ${tokens.length}`);
   const { nLayers, nKvHeads, headDim } = engine.spec;
   const out: LayerError[] = [];
-  const ref = await prefill(engine, 16, tokens);
+  const direct = new DirectKv(engine);
+  const ref = await prefill(direct, 16, tokens);
   try {
     for (const kv of kvBits.filter((b) => b !== 16)) {
-      const seq = await prefill(engine, kv, tokens);
+      const seq = await prefill(direct, kv, tokens);
       try {
         for (let layer = 0; layer < nLayers; layer++) {
           const acc = { kErr: 0, kRef: 0, vErr: 0, vRef: 0, kCos: 0, vCos: 0 };
           for (let h = 0; h < nKvHeads; h++) {
-            const a = engine.readKv(ref, layer, h, 0, n);
-            const b = engine.readKv(seq, layer, h, 0, n);
+            const a = engine.readKv(cacheOf(ref), layer, h, 0, n);
+            const b = engine.readKv(cacheOf(seq), layer, h, 0, n);
             for (let t = 0; t < n; t++) {
               const k = compare(a.k, b.k, t * headDim, headDim);
               const v = compare(a.v, b.v, t * headDim, headDim);
@@ -68,11 +69,11 @@ export async function kvReconstructionError(
           });
         }
       } finally {
-        engine.freeSeq(seq);
+        direct.free(seq);
       }
     }
   } finally {
-    engine.freeSeq(ref);
+    direct.free(ref);
   }
   return out;
 }

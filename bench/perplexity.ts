@@ -12,7 +12,8 @@
 // windows take consecutive, non-overlapping slices of the text; every position but the last
 // predicts its successor, so a window scores ctx-1 tokens.
 
-import type { KvBits, KvEngine, SamplingParams, SeqInput } from "../engine/types.ts";
+import { type DirectChunk, DirectKv, type DirectSeq } from "../engine/direct_kv.ts";
+import type { KvBits, KvEngine, SamplingParams } from "../engine/types.ts";
 import { greedySampling } from "../engine/types.ts";
 import { NSN_WINDOW } from "../ffi/symbols.ts";
 
@@ -76,10 +77,11 @@ class Accumulator {
 /** How many sequences of `len` tokens at `kvBits` may run at once in this engine's pool. */
 export function seqsThatFit(engine: KvEngine, kvBits: KvBits, len: number): number {
   const info = engine.info();
-  const need = engine.pagesNeeded(kvBits, 0, len);
-  const bytes = need.quant * info.kinds[kvBits].pageBytes + need.fp16 * info.kinds[16].pageBytes;
-  // Page kinds are carved from the arena in slabs, so leave headroom for fragmentation.
-  const byMemory = bytes > 0 ? Math.floor((info.kvPoolBytes * 0.85) / bytes) : Infinity;
+  const kv = new DirectKv(engine);
+  let byMemory = 0;
+  for (let step = 1 << 20; step >= 1; step >>= 1) {
+    if (kv.fits(kvBits, len, byMemory + step)) byMemory += step;
+  }
   return Math.max(1, Math.min(byMemory, info.maxSeqs, info.maxStepTokens));
 }
 
@@ -102,18 +104,21 @@ export async function decodePerplexity(
   const units = kvBitsList.flatMap((kv) => windows.map((w) => ({ kv, w })));
   const ctx = Math.max(...windows.map((w) => w.length));
   // The tightest kind decides the group size (groups mix kv_bits, like a real batch).
-  const cap = Math.min(...kvBitsList.map((kv) => seqsThatFit(engine, kv, ctx)));
+  // Groups mix kinds: each kind's share must fit together, so a mixed group takes 1/n each.
+  const cap = Math.max(
+    1,
+    Math.floor(
+      Math.min(...kvBitsList.map((kv) => seqsThatFit(engine, kv, ctx))) / kvBitsList.length,
+    ),
+  );
+  const kv = new DirectKv(engine);
   for (let g = 0; g < units.length; g += cap) {
     const group = units.slice(g, g + cap);
-    const seqs: number[] = [];
+    const seqs: DirectSeq[] = [];
     try {
-      for (const u of group) {
-        const s = engine.createSeq(u.kv);
-        seqs.push(s);
-        engine.setSampling(s, GREEDY);
-      }
+      for (const u of group) seqs.push(kv.create(u.kv, GREEDY));
       for (let t = 0; t + 1 < ctx; t++) {
-        const inputs: SeqInput[] = [];
+        const inputs: DirectChunk[] = [];
         const live: number[] = [];
         group.forEach((u, i) => {
           if (t + 1 >= u.w.length) return;
@@ -126,7 +131,7 @@ export async function decodePerplexity(
             nextToken: u.w[t + 1],
           });
         });
-        const res = await engine.step(inputs, { topN: 0 });
+        const res = await kv.step(inputs, { topN: 0 });
         live.forEach((i, j) => {
           const u = group[i];
           acc.get(u.kv)!.add(res.positions[j]![0].logprob, t, `kv_bits ${u.kv}`);
@@ -134,7 +139,7 @@ export async function decodePerplexity(
         opts.onStep?.(inputs.length);
       }
     } finally {
-      for (const s of seqs) engine.freeSeq(s);
+      for (const s of seqs) kv.free(s);
     }
   }
   return new Map([...acc].map(([kv, a]) => [kv, a.result()]));
@@ -164,11 +169,12 @@ export async function prefillPerplexity(
       tokens += windows[next].length - 1;
       batch.push(next++);
     }
-    const seqs = batch.map(() => engine.createSeq(kvBits));
+    const kv = new DirectKv(engine);
+    const seqs = batch.map(() => kv.create(kvBits, GREEDY));
     try {
       const done = batch.map(() => 0); // positions of each window already fed
       while (batch.some((w, i) => done[i] < windows[w].length - 1)) {
-        const inputs: SeqInput[] = [];
+        const inputs: DirectChunk[] = [];
         const fed: { i: number; start: number; n: number }[] = [];
         let budget = maxStepTokens;
         batch.forEach((w, i) => {
@@ -186,7 +192,7 @@ export async function prefillPerplexity(
           });
           fed.push({ i, start, n });
         });
-        const res = await engine.step(inputs, { topN: 0 });
+        const res = await kv.step(inputs, { topN: 0 });
         fed.forEach(({ i, start, n }, j) => {
           const pos = res.positions[j]!;
           for (let k = 0; k < n; k++) acc.add(pos[k].logprob, start + k, "prefill");
@@ -195,7 +201,7 @@ export async function prefillPerplexity(
         opts.onStep?.(fed.reduce((s, f) => s + f.n, 0));
       }
     } finally {
-      for (const s of seqs) engine.freeSeq(s);
+      for (const s of seqs) kv.free(s);
     }
   }
   return acc.result();

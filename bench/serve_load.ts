@@ -13,6 +13,8 @@ export interface LoadConfig {
   model?: string;
   kvBits: number; // sent as X-KV-Bits
   inputLen: number;
+  /** Every prompt starts with the same this many tokens (a shared system prompt); 0 = none. */
+  prefixLen?: number;
   outputLen: number;
   numPrompts: number;
   concurrency: number; // max requests in flight (Infinity = unbounded)
@@ -29,6 +31,7 @@ export interface RequestRecord {
   ok: boolean;
   error?: string;
   promptTokens: number;
+  cachedTokens: number; // usage.prompt_tokens_details.cached_tokens (0 when absent)
   outputTokens: number;
   ttftMs: number;
   e2elMs: number;
@@ -47,6 +50,8 @@ export interface LoadResult {
   durationS: number;
   totalInput: number;
   totalOutput: number;
+  /** Prompt tokens the server served from its prefix cache, as a share of totalInput. */
+  prefixHitRate: number;
   requestThroughput: number;
   outputThroughput: number;
   totalTokenThroughput: number;
@@ -60,14 +65,22 @@ export interface LoadResult {
   e2el: Summary;
 }
 
-/** Random token-id prompts, deterministic per seed (vLLM's "random" dataset, minus decoding). */
-export function randomPrompts(n: number, len: number, range: [number, number], seed: number) {
+/**
+ * Random token-id prompts, deterministic per seed (vLLM's "random" dataset, minus decoding).
+ * With prefixLen, every prompt starts with the same prefixLen tokens (--prefix-len).
+ */
+export function randomPrompts(
+  n: number,
+  len: number,
+  range: [number, number],
+  seed: number,
+  prefixLen = 0,
+) {
   const rand = rng(seed);
   const [lo, hi] = range;
-  return Array.from(
-    { length: n },
-    () => Array.from({ length: len }, () => lo + Math.floor(rand() * (hi - lo))),
-  );
+  const draw = (k: number) => Array.from({ length: k }, () => lo + Math.floor(rand() * (hi - lo)));
+  const prefix = draw(Math.min(prefixLen, len));
+  return Array.from({ length: n }, () => [...prefix, ...draw(len - prefix.length)]);
 }
 
 /** Sends one streaming completion and times its chunks. Never throws. */
@@ -79,6 +92,7 @@ export async function timedRequest(
   const rec: RequestRecord = {
     ok: false,
     promptTokens: prompt.length,
+    cachedTokens: 0,
     outputTokens: 0,
     ttftMs: NaN,
     e2elMs: NaN,
@@ -128,6 +142,7 @@ export async function timedRequest(
           if (msg.error) throw new Error(msg.error.message ?? JSON.stringify(msg.error));
           if (msg.usage?.completion_tokens !== undefined) {
             usageTokens = msg.usage.completion_tokens;
+            rec.cachedTokens = msg.usage.prompt_tokens_details?.cached_tokens ?? 0;
           }
           if (!Array.isArray(msg.choices) || msg.choices.length === 0) continue;
           // A text-less chunk that only carries finish_reason is a terminator, not a token
@@ -204,7 +219,13 @@ export function gaugePeak(url: string, name: string): () => PeakWatcher {
 
 /** One load run: numPrompts requests, at most `concurrency` in flight, Poisson arrivals. */
 export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
-  const prompts = randomPrompts(cfg.numPrompts, cfg.inputLen, cfg.tokenRange, cfg.seed);
+  const prompts = randomPrompts(
+    cfg.numPrompts,
+    cfg.inputLen,
+    cfg.tokenRange,
+    cfg.seed,
+    cfg.prefixLen,
+  );
   const arrivals = rng(cfg.seed ^ 0x5eed);
   const gauge = cfg.peakRunning?.() ?? { stop: () => Promise.resolve(NaN) };
   const records: RequestRecord[] = [];
@@ -259,6 +280,7 @@ export function summarizeRun(
     durationS,
     totalInput,
     totalOutput,
+    prefixHitRate: ok.reduce((s, r) => s + r.cachedTokens, 0) / totalInput,
     requestThroughput: ok.length / durationS,
     outputThroughput: totalOutput / durationS,
     totalTokenThroughput: (totalInput + totalOutput) / durationS,

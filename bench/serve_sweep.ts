@@ -22,6 +22,7 @@ export interface ServeSweepConfig {
   concurrency: number[];
   numPrompts: number | "auto";
   inputLen: number;
+  prefixLen?: number; // shared first tokens of every prompt (bench --prefix-len)
   outputLen: number;
   requestRate: number;
   seed: number;
@@ -107,6 +108,7 @@ export async function sweepServe(
         model,
         kvBits,
         inputLen: cfg.inputLen,
+        prefixLen: cfg.prefixLen,
         outputLen: cfg.outputLen,
         requestRate: cfg.requestRate,
         tokenRange: target.tokenRange,

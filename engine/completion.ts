@@ -34,6 +34,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Prompt tokens served from the prefix cache (OpenAI's and vLLM's field). */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 export type StreamEvent =
@@ -97,11 +99,14 @@ export class CompletionRun {
     const seqReqs: SeqRequest[] = [];
     req.prompts.forEach((ids, p) => {
       const info = this.#promptInfo(ids, req.promptTexts[p]);
+      const leader = seqReqs.length; // the prompt's first candidate prefills it for all
       for (let c = 0; c < req.bestOf; c++) {
         const choice = new Choice(this, info, p * req.n + c);
         this.#choices.push(choice);
         if (!runEngine) continue;
         seqReqs.push({
+          cacheSalt: req.cacheSalt ?? undefined,
+          shareWith: leader,
           prompt: ids,
           kvBits: req.kvBits,
           params: samplingParamsFor(req, ids.length, c, deps.model.eosIds),
@@ -154,10 +159,17 @@ export class CompletionRun {
 
   usage(): Usage {
     const completion = this.#choices.reduce((a, c) => a + c.completionTokens, 0);
+    // Each prompt counts once, as in prompt_tokens: its first candidate's cache hit (the
+    // others share that candidate's pages).
+    let cached = 0;
+    for (let i = 0; i < this.#seqs.length; i += this.req.bestOf) {
+      cached += this.#seqs[i].cachedTokens;
+    }
     return {
       prompt_tokens: this.promptTokens,
       completion_tokens: completion,
       total_tokens: this.promptTokens + completion,
+      prompt_tokens_details: { cached_tokens: cached },
     };
   }
 

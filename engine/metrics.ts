@@ -24,6 +24,7 @@ export function combineObservers(...list: SchedulerObserver[]): SchedulerObserve
     onToken: (seq, first, since) => list.forEach((o) => o.onToken?.(seq, first, since)),
     onFinish: (seq, reason) => list.forEach((o) => o.onFinish?.(seq, reason)),
     onPreempt: (seq) => list.forEach((o) => o.onPreempt?.(seq)),
+    onCacheLookup: (seq, lookup) => list.forEach((o) => o.onCacheLookup?.(seq, lookup)),
   };
 }
 
@@ -37,6 +38,8 @@ export class ServerMetrics {
   #promptTokens: Counter<"kv_bits">;
   #generationTokens: Counter<"kv_bits">;
   #preemptions: Counter;
+  #cacheQueries: Counter<"kv_bits">;
+  #cacheHits: Counter<"kv_bits">;
   #finished: Counter<"kv_bits" | "finished_reason">;
   #ttft: Histogram<"kv_bits">;
   #itl: Histogram<"kv_bits">;
@@ -66,24 +69,35 @@ export class ServerMetrics {
     });
     new Gauge({
       name: "nsn_kv_pages_in_use",
-      help: "KV cache pages in use, per page kind.",
+      help: "KV cache pages that running sequences hold, per page kind.",
       labelNames: ["kv_bits"],
       registers,
       collect() {
-        const info = src()?.engine.info();
-        for (const k of KV_BITS) this.set({ kv_bits: k }, info?.kinds[k].pagesInUse ?? 0);
+        const pool = src()?.kv.pool;
+        for (const k of KV_BITS) {
+          this.set({ kv_bits: k }, pool ? pool.pagesInUse(k) - pool.pagesIdle(k) : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: "nsn_kv_pages_cached",
+      help: "KV cache pages no sequence holds, kept by the prefix cache (evictable), per kind.",
+      labelNames: ["kv_bits"],
+      registers,
+      collect() {
+        const pool = src()?.kv.pool;
+        for (const k of KV_BITS) this.set({ kv_bits: k }, pool?.pagesIdle(k) ?? 0);
       },
     });
     new Gauge({
       name: "nsn_kv_pages_total",
-      help: "KV cache pages of each kind: in use plus allocatable now.",
+      help: "KV cache pages of each kind: held, cached, and allocatable now.",
       labelNames: ["kv_bits"],
       registers,
       collect() {
-        const info = src()?.engine.info();
+        const pool = src()?.kv.pool;
         for (const k of KV_BITS) {
-          const s = info?.kinds[k];
-          this.set({ kv_bits: k }, s ? s.pagesInUse + s.pagesFreeNow : 0);
+          this.set({ kv_bits: k }, pool ? pool.pagesInUse(k) + pool.pagesFreeNow(k) : 0);
         }
       },
     });
@@ -104,12 +118,26 @@ export class ServerMetrics {
       help: "Bytes of the KV arena handed to any page kind.",
       registers,
       collect() {
-        this.set(src()?.engine.info().kvBytesInUse ?? 0);
+        const s = src();
+        this.set(s ? s.kv.pool.slabsInUse() * s.engine.info().kinds[16].pageBytes : 0);
       },
+    });
+    this.#cacheQueries = new Counter({
+      name: "nsn_prefix_cache_queries_total",
+      help: "Prompt tokens looked up in the prefix cache at admission.",
+      labelNames: ["kv_bits"],
+      registers,
+    });
+    this.#cacheHits = new Counter({
+      name: "nsn_prefix_cache_hits_total",
+      help: "Prompt tokens served from the prefix cache (not prefilled).",
+      labelNames: ["kv_bits"],
+      registers,
     });
     this.#promptTokens = new Counter({
       name: "nsn_prompt_tokens_total",
-      help: "Prompt tokens prefilled (a preemption's recompute is not counted again).",
+      help: "Prompt tokens of sequences whose prompt is in the cache, prefix-cache hits included " +
+        "(nsn_prefix_cache_hits_total); a preemption's recompute is not counted again.",
       labelNames: ["kv_bits"],
       registers,
     });
@@ -174,6 +202,10 @@ export class ServerMetrics {
         }
       },
       onPreempt: () => this.#preemptions.inc(),
+      onCacheLookup: (seq, { queried, hit }) => {
+        this.#cacheQueries.inc({ kv_bits: seq.kvBits }, queried);
+        this.#cacheHits.inc({ kv_bits: seq.kvBits }, hit);
+      },
     };
   }
 

@@ -39,6 +39,8 @@ export interface CompletionRequest {
   stopTokenIds: number[];
   logitBias: Map<number, number>;
   seed: number | null;
+  /** vLLM's cache_salt: requests with different salts never share prefix-cache pages. */
+  cacheSalt: string | null;
 }
 
 /** Defaults of every optional field, as OpenAI documents them (vLLM for the extensions). */
@@ -67,6 +69,7 @@ export const REQUEST_DEFAULTS: Omit<CompletionRequest, "prompts" | "promptTexts"
   stopTokenIds: [],
   logitBias: new Map(),
   seed: null,
+  cacheSalt: null,
 };
 
 function randomSeed(): bigint {

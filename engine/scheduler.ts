@@ -1,13 +1,15 @@
 // Continuous batching over a KvEngine. Every step packs the running decodes (one token each)
 // and then chunks of pending prefills into one engine.step() under a token budget; sequences
 // of every kv_bits share the step. Exactly one step is in flight; engine calls (createSeq,
-// freeSeq, pagesNeeded) happen only between steps, because the native engine refuses them
-// while a step runs. Admission is FCFS and counted in KV memory (see kv_budget.ts); when a
-// step would not fit, the newest running sequence is preempted: freed, re-queued at the front
-// with its generated tokens, and later recomputed by prefill, invisibly to its client.
+// freeSeq) happen only between steps, because the native engine refuses them while a step
+// runs. The scheduler owns the KV pages (kv_cache.ts): admission is FCFS and exact (a sequence
+// starts only when the pages of its whole history are taken, cached prefix windows reused);
+// when a running sequence cannot grow, the newest running one is preempted: its pages go back
+// (its complete windows stay in the prefix cache), it is re-queued at the front with its
+// generated tokens and later recomputed, invisibly to its client.
 
 import { EngineError, type KvBits, type KvEngine, type StepResult } from "./types.ts";
-import { KvBudget } from "./kv_budget.ts";
+import { type CacheLookup, KvCache } from "./kv_cache.ts";
 import { asError, QueueFullError, ShutdownError } from "./scheduler_errors.ts";
 import { type FinishReason, type SeqRequest, Sequence } from "./sequence.ts";
 import {
@@ -22,10 +24,15 @@ import {
 export { QueueFullError, ShutdownError } from "./scheduler_errors.ts";
 
 export interface SchedulerOptions {
-  maxNumSeqs: number; // running sequences at once (clamped to the engine's slots)
+  /** Running sequences at most; default: as many as the KV pool holds (and engine slots). */
+  maxNumSeqs?: number;
   maxStepTokens: number; // tokens per step (clamped to the engine's limit)
   maxQueue: number; // waiting sequences before submit() refuses
   maxModelLen: number; // a sequence stops with "length" here
+  /** Automatic prefix caching (default on). */
+  prefixCaching?: boolean;
+  /** Verify page tables and reference counts after every step (tests; slow). */
+  debugChecks?: boolean;
 }
 
 /** Timing hooks for metrics; all optional, all synchronous. */
@@ -36,6 +43,8 @@ export interface SchedulerObserver {
   onToken?(seq: Sequence, first: boolean, sinceLast: number): void;
   onFinish?(seq: Sequence, reason: FinishReason): void;
   onPreempt?(seq: Sequence): void;
+  /** A prefix-cache lookup at admission (tokens queried and found). */
+  onCacheLookup?(seq: Sequence, lookup: CacheLookup): void;
 }
 
 // Steps that resolve without passing through the event loop (the fake engine, or very short
@@ -44,8 +53,8 @@ export interface SchedulerObserver {
 const yieldTick = () => new Promise<void>((r) => setTimeout(r, 0));
 
 export class Scheduler {
-  readonly opts: SchedulerOptions;
-  readonly budget: KvBudget;
+  readonly opts: Required<SchedulerOptions>;
+  readonly kv: KvCache;
   #engine: KvEngine;
   #observer: SchedulerObserver;
   #waiting: Sequence[] = [];
@@ -55,10 +64,7 @@ export class Scheduler {
   #wake: (() => void) | null = null;
   #loop: Promise<void> | null = null;
   #idle: (() => void)[] = [];
-  // After the engine's own OOM our accounting is known to be optimistic: admit nobody until a
-  // running sequence finishes, or the preempted one would be re-admitted straight into the
-  // same OOM (a livelock).
-  #admitBlocked = false;
+  #rotate = 0; // decodes take turns when there are more than a step holds
   steps = 0;
   preemptions = 0;
 
@@ -69,12 +75,13 @@ export class Scheduler {
     const maxStepTokens = Math.max(1, Math.min(opts.maxStepTokens, info.maxStepTokens));
     this.opts = {
       ...opts,
-      // More running sequences than step tokens could not all decode in one step.
-      maxNumSeqs: Math.max(1, Math.min(opts.maxNumSeqs, info.maxSeqs, maxStepTokens)),
+      maxNumSeqs: Math.max(1, Math.min(opts.maxNumSeqs ?? Infinity, info.maxSeqs)),
       maxStepTokens,
       maxModelLen: Math.min(opts.maxModelLen, engine.maxPosition),
+      prefixCaching: opts.prefixCaching ?? true,
+      debugChecks: opts.debugChecks ?? false,
     };
-    this.budget = new KvBudget(engine, info, this.opts.maxModelLen);
+    this.kv = new KvCache(info, this.opts.prefixCaching, this.opts.maxModelLen);
   }
 
   get numRunning(): number {
@@ -94,6 +101,11 @@ export class Scheduler {
       throw new QueueFullError(1);
     }
     const seqs = reqs.map((r) => new Sequence(r));
+    reqs.forEach((r, i) => {
+      if (r.shareWith !== undefined && r.shareWith !== i) {
+        seqs[i].leader = seqs[r.shareWith] ?? null;
+      }
+    });
     this.#waiting.push(...seqs);
     this.#ensureLoop();
     this.#wake?.();
@@ -158,6 +170,7 @@ export class Scheduler {
       this.#inFlight = false;
       this.steps++;
       this.#apply(plan, result);
+      if (this.opts.debugChecks) this.check();
       await tick;
     }
   }
@@ -167,17 +180,17 @@ export class Scheduler {
     for (const s of this.#running.filter((s) => s.cancelled)) this.#finish(s, "abort");
   }
 
-  /** Chooses this step's chunks, preempting when the running set outgrows the pool. */
+  /** Chooses this step's chunks and takes their pages, preempting when the pool is full. */
   #plan(): Planned[] {
     for (;;) {
-      const plan = planRunning(this.#running, this.opts.maxStepTokens);
-      if (this.budget.fits(this.#running, plan)) {
+      const plan = planRunning(this.#running, this.opts.maxStepTokens, this.#rotate++);
+      if (plan.every((p) => this.kv.grow(p.seq, p.start + p.chunk))) {
         this.#admit(plan);
         return plan;
       }
       const victim = this.#running[this.#running.length - 1];
       if (this.#running.length === 1) {
-        this.#finish(victim, "error", this.budget.tooLarge(victim));
+        this.#finish(victim, "error", this.#tooLarge(victim));
         return [];
       }
       this.#preempt(victim);
@@ -186,22 +199,26 @@ export class Scheduler {
 
   #admit(plan: Planned[]): void {
     let left = this.opts.maxStepTokens - plan.reduce((a, p) => a + p.chunk, 0);
-    if (this.#admitBlocked && this.#running.length > 0) return;
-    this.#admitBlocked = false;
     while (left > 0 && this.#waiting.length > 0 && this.#running.length < this.opts.maxNumSeqs) {
       const seq = this.#waiting[0];
-      if (!this.budget.fitsAlone(seq)) {
-        this.#finish(seq, "error", this.budget.tooLarge(seq));
+      if (seq.tokens.length + 1 > this.kv.capacityTokens(seq.kvBits)) {
+        this.#finish(seq, "error", this.#tooLarge(seq));
         continue;
       }
-      if (!this.budget.canAdmit(this.#running, seq)) break; // FCFS: nobody overtakes the head
+      // n / best_of: the other choices start once the first has its prompt in the cache.
+      const leader = seq.leader;
+      if (leader?.status === "running" && leader.numComputed < leader.nPrompt) break;
+      const lookup = this.kv.admit(seq);
+      if (!lookup) break; // FCFS: nobody overtakes the head
       try {
         seq.slot = this.#engine.createSeq(seq.kvBits);
         this.#engine.setSampling(seq.slot, seq.params);
       } catch (e) {
-        this.#finish(seq, "error", asError(e));
+        this.#finish(seq, "error", asError(e)); // returns its pages
         continue;
       }
+      if (seq.preemptions === 0) seq.cachedTokens = seq.numComputed;
+      if (lookup.queried > 0) this.#observer.onCacheLookup?.(seq, lookup);
       this.#waiting.shift();
       seq.status = "running";
       this.#running.push(seq);
@@ -216,7 +233,9 @@ export class Scheduler {
     const now = performance.now();
     plan.forEach((p, i) => {
       p.seq.numComputed += p.chunk;
-      if (p.seq.status !== "running" || p.seq.cancelled) return;
+      if (p.seq.status !== "running") return;
+      this.kv.commit(p.seq); // its complete windows join the prefix cache
+      if (p.seq.cancelled) return;
       try {
         this.#applyOne(p, result, i, now);
       } catch (e) {
@@ -252,15 +271,8 @@ export class Scheduler {
   }
 
   #stepFailed(plan: Planned[], e: unknown): void {
-    if (e instanceof EngineError && e.code === "oom") {
-      // Our accounting was optimistic (slab fragmentation): make room and try again.
-      this.#admitBlocked = true;
-      const victim = this.#running[this.#running.length - 1];
-      if (this.#running.length === 1) this.#finish(victim, "error", this.budget.tooLarge(victim));
-      else this.#preempt(victim);
-      return;
-    }
-    // A failed step may have left these sequences' caches half-written: fail only them.
+    // A failed step may have left these sequences' own pages half-written (never a shared or
+    // cached page: a step writes only windows past what it had): fail only them.
     const err = asError(e);
     for (const p of plan) if (p.seq.status === "running") this.#finish(p.seq, "error", err);
   }
@@ -277,6 +289,7 @@ export class Scheduler {
   }
 
   #release(seq: Sequence): void {
+    this.kv.release(seq);
     if (seq.slot < 0) return;
     const slot = seq.slot;
     seq.slot = -1;
@@ -290,7 +303,6 @@ export class Scheduler {
   #finish(seq: Sequence, reason: FinishReason, error?: Error): void {
     if (seq.status === "finished") return;
     this.#release(seq);
-    if (seq.status === "running") this.#admitBlocked = false; // memory came back
     const list = seq.status === "running" ? this.#running : this.#waiting;
     const i = list.indexOf(seq);
     if (i >= 0) list.splice(i, 1);
@@ -305,6 +317,20 @@ export class Scheduler {
 
   /** Tokens one sequence of this kind can hold at most (pool size and max_model_len). */
   capacityTokens(kvBits: KvBits): number {
-    return this.budget.capacityTokens(kvBits);
+    return this.kv.capacityTokens(kvBits);
+  }
+
+  /** Verifies the page tables against the pool's reference counts, and the engine's state. */
+  check(): void {
+    this.kv.check(this.#running);
+    this.#engine.check();
+  }
+
+  #tooLarge(seq: Sequence): EngineError {
+    return new EngineError(
+      "oom",
+      `the KV cache pool cannot hold this sequence (${seq.tokens.length} tokens at kv_bits ` +
+        `${seq.kvBits}; at most ${this.kv.capacityTokens(seq.kvBits)} tokens fit)`,
+    );
   }
 }

@@ -31,6 +31,10 @@ export interface SeqRequest {
   /** Top-N per position / sampled token, 0..20. */
   topN: number;
   sink: SeqSink;
+  /** vLLM's cache_salt: sequences with different salts never share cached pages. */
+  cacheSalt?: string;
+  /** Index, in the same submit() call, of the choice whose prompt pages this one shares. */
+  shareWith?: number;
 }
 
 let nextId = 1;
@@ -47,8 +51,19 @@ export class Sequence {
   /** Prompt then generated tokens. */
   readonly tokens: number[];
   status: SeqStatus = "waiting";
+  readonly salt: string;
   /** Engine slot while running, else -1. */
   slot = -1;
+  /** The choice of the same request whose prompt pages this one shares (n / best_of). */
+  leader: Sequence | null = null;
+  /** Page table while running (kv_cache.ts): pages of kind kvBits, window by window. */
+  pages: number[] = [];
+  /** kv_bits 1/2: the fp16 tail page while running, else -1. */
+  tail = -1;
+  /** Prefix-cache hashes of the leading complete windows registered or found so far. */
+  hashes: number[] = [];
+  /** Prompt tokens served from the prefix cache at the first admission (usage). */
+  cachedTokens = 0;
   /** Tokens of `tokens` already in the KV cache (reset to 0 by a preemption). */
   numComputed = 0;
   /** Prompt positions whose logprobs were delivered (kept across preemptions). */
@@ -69,6 +84,7 @@ export class Sequence {
     this.promptLogprobs = req.promptLogprobs;
     this.topN = req.topN;
     this.sink = req.sink;
+    this.salt = req.cacheSalt ?? "";
     this.tokens = [...req.prompt];
   }
 

@@ -2,6 +2,7 @@
 // periodic stats line while anything runs or waits (as vLLM logs its throughput every 10 s).
 
 import type { CompletionRun } from "./completion.ts";
+import type { KvCache } from "./kv_cache.ts";
 import type { Logger } from "./log.ts";
 import type { SchedulerObserver } from "./scheduler.ts";
 import { KV_BITS, type KvEngine } from "./types.ts";
@@ -24,6 +25,7 @@ export interface StatsSource {
   numRunning: number;
   numWaiting: number;
   engine: KvEngine;
+  kv: KvCache;
 }
 
 /** Logs a stats line every `intervalMs` while the server is busy or tokens were made. */
@@ -60,8 +62,8 @@ export class StatsLogger {
     if (!busy && this.#prompt === 0 && this.#generated === 0) return null;
     const info = s?.engine.info();
     const kv = KV_BITS.map((k) => {
-      const kind = info?.kinds[k];
-      const pct = info && kind ? (100 * kind.pagesInUse * kind.pageBytes) / info.kvPoolBytes : 0;
+      const held = s ? s.kv.pool.pagesInUse(k) - s.kv.pool.pagesIdle(k) : 0;
+      const pct = info ? (100 * held * info.kinds[k].pageBytes) / info.kvPoolBytes : 0;
       return `${k}-bit ${pct.toFixed(1)}%`;
     }).join(", ");
     const text = `stats: running ${s?.numRunning ?? 0}, waiting ${s?.numWaiting ?? 0}, ` +

@@ -2,8 +2,9 @@
 // between a plan entry and the engine's SeqInput / StepResult. The scheduler owns the queues;
 // these functions only read sequences (deliverPromptLogprobs also records what went out).
 
-import type { PositionLogprob, SeqInput } from "./types.ts";
+import { hasPenalty, type PositionLogprob, type SeqInput } from "./types.ts";
 import type { Sequence } from "./sequence.ts";
+import { tablePages } from "./kv_cache.ts";
 
 export interface Planned {
   seq: Sequence;
@@ -27,13 +28,17 @@ export function planChunk(seq: Sequence, n: number): Planned {
   };
 }
 
-/** The running sequences' chunks within `maxStepTokens`. */
-export function planRunning(running: Sequence[], maxStepTokens: number): Planned[] {
+/**
+ * The running sequences' chunks within `maxStepTokens`. Decodes first: one token each keeps
+ * every running stream moving; when there are more than the budget, they take turns from
+ * `rotate` on.
+ */
+export function planRunning(running: Sequence[], maxStepTokens: number, rotate = 0): Planned[] {
   const plan: Planned[] = [];
   let left = maxStepTokens;
-  // Decodes first: one token each keeps every running stream moving.
-  for (const seq of running) {
-    if (left === 0) break;
+  const n = running.length;
+  for (let i = 0; i < n && left > 0; i++) {
+    const seq = running[(i + rotate) % n];
     if (seq.pending === 1) plan.push(planChunk(seq, 1)), left--;
   }
   for (const seq of running) {
@@ -48,11 +53,16 @@ export function planRunning(running: Sequence[], maxStepTokens: number): Planned
 }
 
 export function toInput(p: Planned): SeqInput {
-  const toks = p.seq.tokens;
+  const seq = p.seq, toks = seq.tokens;
   const end = p.start + p.chunk;
   return {
-    seq: p.seq.slot,
+    seq: seq.slot,
+    pos0: p.start,
     tokens: toks.slice(p.start, end),
+    pages: seq.pages,
+    nPages: tablePages(seq.kvBits, end),
+    tailPage: seq.tail,
+    history: p.sample && hasPenalty(seq.params) ? toks.slice(0, p.start) : undefined,
     sample: p.sample,
     wantLogprobs: p.wantLogprobs,
     nextToken: p.wantLogprobs && end < toks.length ? toks[end] : undefined,

@@ -21,10 +21,15 @@ export interface SamplingParams {
   logitBias: Map<number, number>;
 }
 
-/** One sequence's part of a step. */
+/** One sequence's part of a step: its chunk and its page table (nsn.h nsn_seq_input). */
 export interface SeqInput {
   seq: number;
-  tokens: ArrayLike<number>; // appended at the sequence's next positions
+  pos0: number; // tokens already in the cache: the chunk takes positions pos0..
+  tokens: ArrayLike<number>; // appended at positions pos0..
+  pages: ArrayLike<number>; // page table; its first nPages entries are passed
+  nPages: number; // kv_bits 16: ceil(end / 64); 1/2: floor(end / 64), end = pos0 + tokens
+  tailPage: number; // kv_bits 1/2: fp16 tail page; -1 at kv_bits 16
+  history?: ArrayLike<number>; // tokens [0, pos0), needed when sampling has penalties
   sample: boolean; // sample one token after the last position
   wantLogprobs: boolean; // logprob of the following token (+ top-N) at every position
   nextToken?: number; // the token after the chunk, when wantLogprobs (else the last one is NaN)
@@ -62,8 +67,7 @@ export interface StepOptions {
 
 export interface KvKindStats {
   pageBytes: number; // one page = 64 tokens x all layers
-  pagesInUse: number;
-  pagesFreeNow: number;
+  pagesPerSlab: number; // pages of this kind in one slab (= one fp16 page of arena)
   tokenBytes: number; // exact KV bytes per token, all layers
 }
 
@@ -73,7 +77,7 @@ export interface EngineInfo {
   maxSeqs: number;
   maxStepTokens: number;
   kvPoolBytes: number;
-  kvBytesInUse: number;
+  nSlabs: number; // the arena in slabs of one fp16 page; page ids: see nsn.h
   weightBytes: number;
   seqsInUse: number;
   /** CUDA backend: decode steps whose layer loop ran as a CUDA graph (0 on the CPU backend). */
@@ -107,11 +111,8 @@ export interface KvEngine {
   createSeq(kvBits: KvBits): number;
   freeSeq(seq: number): void;
   setSampling(seq: number, params: SamplingParams): void;
-  seqLength(seq: number): number;
-  /** Pages appending nNew tokens to a sequence of curLen tokens takes in total. */
-  pagesNeeded(kvBits: KvBits, curLen: number, nNew: number): { quant: number; fp16: number };
   step(inputs: SeqInput[], opts: StepOptions): Promise<StepResult>;
-  /** Verifies native invariants (page tables, free lists, counts); throws EngineError. */
+  /** Verifies native invariants (sequence slots); throws EngineError. */
   check(): void;
   close(): void;
 }
@@ -133,4 +134,9 @@ export function greedySampling(over: Partial<SamplingParams> = {}): SamplingPara
     logitBias: new Map(),
     ...over,
   };
+}
+
+/** Whether sampling reads the earlier tokens (so a step must pass the history). */
+export function hasPenalty(p: SamplingParams): boolean {
+  return p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
 }

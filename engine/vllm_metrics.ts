@@ -5,6 +5,7 @@
 
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { SchedulerObserver } from "./scheduler.ts";
+import type { KvCache } from "./kv_cache.ts";
 import { KV_BITS, type KvBits, type KvEngine } from "./types.ts";
 import { VLLM } from "./vllm_names.ts";
 
@@ -13,6 +14,7 @@ export interface VllmSource {
   numRunning: number;
   numWaiting: number;
   engine: KvEngine;
+  kv: KvCache;
   /** The page kind that num_gpu_blocks counts in (the server's default kv_bits). */
   defaultKvBits: KvBits;
 }
@@ -30,10 +32,12 @@ export const VLLM_REQUEST_BUCKETS = [
 ];
 
 /** Fraction of the KV pool held by pages of any kind, 0..1. */
-export function kvUsage(engine: KvEngine): number {
+export function kvUsage(engine: KvEngine, kv: KvCache): number {
   const info = engine.info();
   if (info.kvPoolBytes <= 0) return 0;
-  const used = KV_BITS.reduce((a, k) => a + info.kinds[k].pagesInUse * info.kinds[k].pageBytes, 0);
+  // Pages a sequence holds; cached pages nobody holds are free to take, as in vLLM.
+  const held = (k: KvBits) => kv.pool.pagesInUse(k) - kv.pool.pagesIdle(k);
+  const used = KV_BITS.reduce((a, k) => a + held(k) * info.kinds[k].pageBytes, 0);
   return Math.min(1, used / info.kvPoolBytes);
 }
 
@@ -45,6 +49,8 @@ export class VllmMetrics {
   #tpot: Histogram<"model_name">;
   #e2e: Histogram<"model_name">;
   #queue: Histogram<"model_name">;
+  #prefixQueries: Counter<"model_name">;
+  #prefixHits: Counter<"model_name">;
 
   constructor(registry: Registry, source: () => VllmSource | null) {
     this.#src = source;
@@ -65,8 +71,8 @@ export class VllmMetrics {
     gauge(VLLM.running, "Number of requests in model execution batches.", (s) => s.numRunning);
     gauge(VLLM.waiting, "Number of requests waiting to be processed.", (s) => s.numWaiting);
     const usageHelp = "KV-cache usage, all page kinds together. 1 means 100 percent usage.";
-    gauge(VLLM.kvUsage, usageHelp, (s) => kvUsage(s.engine));
-    gauge(VLLM.gpuCacheUsage, `${usageHelp} (older name)`, (s) => kvUsage(s.engine));
+    gauge(VLLM.kvUsage, usageHelp, (s) => kvUsage(s.engine, s.kv));
+    gauge(VLLM.gpuCacheUsage, `${usageHelp} (older name)`, (s) => kvUsage(s.engine, s.kv));
     new Gauge({
       name: VLLM.cacheConfig,
       help: "Information of the KV cache: block_size tokens per page, num_gpu_blocks pages " +
@@ -91,6 +97,8 @@ export class VllmMetrics {
       new Counter({ name, help, labelNames: ["model_name"], registers });
     this.#promptTokens = counter(VLLM.promptTokens, "Number of prefill tokens processed.");
     this.#generationTokens = counter(VLLM.generationTokens, "Number of generation tokens.");
+    this.#prefixQueries = counter(VLLM.prefixQueries, "Prefix-cache queries, in prompt tokens.");
+    this.#prefixHits = counter(VLLM.prefixHits, "Prefix-cache hits, in prompt tokens.");
     const histogram = (name: string, help: string, buckets: number[]) =>
       new Histogram({ name, help, labelNames: ["model_name"], buckets, registers });
     this.#ttft = histogram(
@@ -138,6 +146,10 @@ export class VllmMetrics {
         }
       },
       onPreempt: () => {},
+      onCacheLookup: (_seq, { queried, hit }) => {
+        this.#prefixQueries.inc(this.#labels(), queried);
+        this.#prefixHits.inc(this.#labels(), hit);
+      },
     };
   }
 }

@@ -16,6 +16,8 @@ export const VLLM = {
   tpot: "vllm:time_per_output_token_seconds",
   e2e: "vllm:e2e_request_latency_seconds",
   queueTime: "vllm:request_queue_time_seconds",
+  prefixQueries: "vllm:gpu_prefix_cache_queries_total", // prompt tokens looked up
+  prefixHits: "vllm:gpu_prefix_cache_hits_total", // prompt tokens found in the prefix cache
 } as const;
 
 export type VllmName = (typeof VLLM)[keyof typeof VLLM];
@@ -33,6 +35,8 @@ export const VLLM_TYPES: Record<VllmName, "gauge" | "counter" | "histogram"> = {
   [VLLM.tpot]: "histogram",
   [VLLM.e2e]: "histogram",
   [VLLM.queueTime]: "histogram",
+  [VLLM.prefixQueries]: "counter",
+  [VLLM.prefixHits]: "counter",
 };
 
 export interface RouterRead {
@@ -92,16 +96,8 @@ export const ROUTERS: Router[] = [
         use: "prefix-cache hit rate; absent, the router keeps its default 0",
         exported: false,
       },
-      {
-        metric: "vllm:gpu_prefix_cache_hits_total",
-        use: "prefix-cache hits; absent, the router keeps its default 0",
-        exported: false,
-      },
-      {
-        metric: "vllm:gpu_prefix_cache_queries_total",
-        use: "prefix-cache queries; absent, the router keeps its default 0",
-        exported: false,
-      },
+      { metric: VLLM.prefixHits, use: "prefix-cache hits (tokens)", exported: true },
+      { metric: VLLM.prefixQueries, use: "prefix-cache queries (tokens)", exported: true },
     ],
   },
   {

@@ -129,23 +129,6 @@ export class NativeEngine implements KvEngine, Disposable {
     this.#lib.check(status, "nsn_seq_set_sampling");
   }
 
-  seqLength(seq: number): number {
-    const h = this.#enter("seqLength");
-    this.#lib.check(this.#lib.symbols.nsn_seq_length(h, seq, this.#out32()), "nsn_seq_length");
-    return this.#i32[0];
-  }
-
-  pagesNeeded(kvBits: KvBits, curLen: number, nNew: number): { quant: number; fp16: number } {
-    const h = this.#enter("pagesNeeded");
-    const quant = new Uint8Array(this.#i32.buffer, 0, 4);
-    const fp16 = new Uint8Array(this.#i32.buffer, 4, 4);
-    this.#lib.check(
-      this.#lib.symbols.nsn_pages_needed(h, kvBits, curLen, nNew, quant, fp16),
-      "nsn_pages_needed",
-    );
-    return { quant: this.#i32[0], fp16: this.#i32[1] };
-  }
-
   async step(inputs: SeqInput[], opts: StepOptions): Promise<StepResult> {
     const h = this.#enter("step");
     const b = this.#stepBuffers();
@@ -159,6 +142,10 @@ export class NativeEngine implements KvEngine, Disposable {
       p.nSeqs,
       b.tokens,
       p.nTokens,
+      b.pages,
+      p.nPages,
+      b.history,
+      p.nHistory,
       topN,
       p.anySample ? b.out : null,
       p.anyLogprobs ? b.posLogprob : null,
@@ -172,7 +159,7 @@ export class NativeEngine implements KvEngine, Disposable {
     return b.collect(inputs, topN, logits);
   }
 
-  /** Verifies native invariants (page tables, free lists, counts). */
+  /** Verifies native invariants (the sequence slots). */
   check(): void {
     const h = this.#enter("check");
     this.#lib.check(this.#lib.symbols.nsn_engine_check(h), "nsn_engine_check");
@@ -187,9 +174,12 @@ export class NativeEngine implements KvEngine, Disposable {
     );
   }
 
-  /** K (post-RoPE) and V of tokens [start, start+count) of one layer / kv head, [count][head_dim]. */
+  /**
+   * K (post-RoPE) and V of tokens [start, start+count) of one layer / kv head, [count][head_dim],
+   * of a cache of `len` tokens with this page table (nsn_seq_input's rule) and tail.
+   */
   readKv(
-    seq: number,
+    cache: { kvBits: KvBits; pages: ArrayLike<number>; tail: number; len: number },
     layer: number,
     kvHead: number,
     start: number,
@@ -198,7 +188,21 @@ export class NativeEngine implements KvEngine, Disposable {
     const h = this.#enter("readKv");
     const k = new Float32Array(count * this.spec.headDim);
     const v = new Float32Array(count * this.spec.headDim);
-    const status = this.#lib.symbols.nsn_seq_read_kv(h, seq, layer, kvHead, start, count, k, v);
+    const pages = Int32Array.from(cache.pages);
+    const status = this.#lib.symbols.nsn_seq_read_kv(
+      h,
+      cache.kvBits,
+      pages,
+      pages.length,
+      cache.tail,
+      cache.len,
+      layer,
+      kvHead,
+      start,
+      count,
+      k,
+      v,
+    );
     this.#lib.check(status, "nsn_seq_read_kv");
     return { k, v };
   }

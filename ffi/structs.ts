@@ -61,10 +61,10 @@ export const LAYOUT = {
       max_step_tokens: 8,
       n_threads: 12,
       kv_pool_bytes: 16,
-      kv_bytes_in_use: 24,
+      n_slabs: 24,
       page_bytes: 32, // uint64_t[3]
-      pages_in_use: 56, // uint64_t[3]
-      pages_free_now: 80, // uint64_t[3]
+      pages_per_slab: 56, // uint64_t[3]
+      page_ids: 80, // uint64_t[3]
       token_bytes: 104, // uint64_t[3]
       weight_bytes: 128,
       seqs_in_use: 136,
@@ -90,14 +90,20 @@ export const LAYOUT = {
     },
   },
   nsn_seq_input: {
-    size: 24,
+    size: 48,
     fields: {
       seq: 0,
-      n_tokens: 4,
-      token_offset: 8,
-      sample: 12,
-      want_logprobs: 16,
-      next_token: 20,
+      pos0: 4,
+      n_tokens: 8,
+      token_offset: 12,
+      sample: 16,
+      want_logprobs: 20,
+      next_token: 24,
+      page_offset: 28,
+      n_pages: 32,
+      tail_page: 36,
+      history_offset: 40,
+      reserved: 44,
     },
   },
   nsn_seq_output: {
@@ -182,8 +188,7 @@ export function decodeEngineInfo(buf: Uint8Array): EngineInfo {
   const u64 = (off: number) => Number(v.getBigUint64(off, LE));
   const kind = (i: number): KvKindStats => ({
     pageBytes: u64(EI.page_bytes + 8 * i),
-    pagesInUse: u64(EI.pages_in_use + 8 * i),
-    pagesFreeNow: u64(EI.pages_free_now + 8 * i),
+    pagesPerSlab: u64(EI.pages_per_slab + 8 * i),
     tokenBytes: u64(EI.token_bytes + 8 * i),
   });
   const nameBytes = buf.subarray(EI.device_name, EI.device_name + 64);
@@ -194,7 +199,7 @@ export function decodeEngineInfo(buf: Uint8Array): EngineInfo {
     maxSeqs: v.getInt32(EI.max_seqs, LE),
     maxStepTokens: v.getInt32(EI.max_step_tokens, LE),
     kvPoolBytes: u64(EI.kv_pool_bytes),
-    kvBytesInUse: u64(EI.kv_bytes_in_use),
+    nSlabs: u64(EI.n_slabs),
     weightBytes: u64(EI.weight_bytes),
     seqsInUse: v.getInt32(EI.seqs_in_use, LE),
     graphSteps: v.getInt32(EI.graph_steps, LE),
@@ -237,22 +242,33 @@ export function encodeSampling(p: SamplingParams): {
 
 export interface SeqInputRecord {
   seq: number;
+  pos0: number;
   nTokens: number;
   tokenOffset: number;
   sample: boolean;
   wantLogprobs: boolean;
   nextToken: number; // -1 unknown
+  pageOffset: number;
+  nPages: number;
+  tailPage: number; // -1 at kv_bits 16
+  historyOffset: number; // -1 = no history passed
 }
 
 /** Writes element i of an nsn_seq_input array. */
 export function writeSeqInput(v: DataView, i: number, r: SeqInputRecord): void {
   const base = i * LAYOUT.nsn_seq_input.size;
   v.setInt32(base + SI.seq, r.seq, LE);
+  v.setInt32(base + SI.pos0, r.pos0, LE);
   v.setInt32(base + SI.n_tokens, r.nTokens, LE);
   v.setInt32(base + SI.token_offset, r.tokenOffset, LE);
   v.setInt32(base + SI.sample, r.sample ? 1 : 0, LE);
   v.setInt32(base + SI.want_logprobs, r.wantLogprobs ? 1 : 0, LE);
   v.setInt32(base + SI.next_token, r.nextToken, LE);
+  v.setInt32(base + SI.page_offset, r.pageOffset, LE);
+  v.setInt32(base + SI.n_pages, r.nPages, LE);
+  v.setInt32(base + SI.tail_page, r.tailPage, LE);
+  v.setInt32(base + SI.history_offset, r.historyOffset, LE);
+  v.setInt32(base + SI.reserved, 0, LE);
 }
 
 /** Reads element i of an nsn_seq_output array; topN <= NSN_MAX_TOP_N entries of the top list. */

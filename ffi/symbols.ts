@@ -81,25 +81,6 @@ export const NSN_SYMBOLS = {
     ],
     result: "i32",
   },
-  nsn_seq_length: {
-    parameters: [
-      "pointer", // nsn_engine* e
-      "i32", // int32_t seq
-      "buffer", // int32_t* len_out
-    ],
-    result: "i32",
-  },
-  nsn_pages_needed: {
-    parameters: [
-      "pointer", // nsn_engine* e
-      "i32", // int32_t kv_bits
-      "i32", // int32_t cur_len
-      "i32", // int32_t n_new
-      "buffer", // int32_t* quant_pages_out
-      "buffer", // int32_t* fp16_pages_out
-    ],
-    result: "i32",
-  },
   nsn_step: {
     parameters: [
       "pointer", // nsn_engine* e
@@ -107,6 +88,10 @@ export const NSN_SYMBOLS = {
       "i32", // int32_t n_seqs
       "buffer", // const int32_t* tokens [n_tokens]
       "i32", // int32_t n_tokens
+      "buffer", // const int32_t* pages [n_pages]
+      "i32", // int32_t n_pages
+      "buffer", // const int32_t* history [n_history] or null
+      "i32", // int32_t n_history
       "i32", // int32_t top_n
       "buffer", // nsn_seq_output* out [n_seqs] or null
       "buffer", // float* pos_logprob [n_tokens] or null
@@ -121,7 +106,11 @@ export const NSN_SYMBOLS = {
   nsn_seq_read_kv: {
     parameters: [
       "pointer", // nsn_engine* e
-      "i32", // int32_t seq
+      "i32", // int32_t kv_bits
+      "buffer", // const int32_t* pages [n_pages]
+      "i32", // int32_t n_pages
+      "i32", // int32_t tail_page
+      "i32", // int32_t len
       "i32", // int32_t layer
       "i32", // int32_t kv_head
       "i32", // int32_t start
@@ -187,7 +176,7 @@ export type NsnLib = Deno.DynamicLibrary<typeof NSN_SYMBOLS>["symbols"];
 
 /** nsn_status values (nsn.h). */
 export const NSN_OK = 0;
-export const NSN_ABI_VERSION = 1;
+export const NSN_ABI_VERSION = 2;
 export const NSN_WINDOW = 64;
 export const NSN_MAX_TOP_N = 20;
 export const NSN_MAX_STOP_IDS = 8;

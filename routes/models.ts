@@ -1,5 +1,6 @@
-// GET /v1/models and /v1/models/{id}: OpenAI's list shape plus vLLM's max_model_len and the
-// KV precisions a request may pick with X-KV-Bits (and how many tokens each fits).
+// GET /v1/models and /v1/models/{id}: OpenAI's list shape plus vLLM's max_model_len, the KV
+// precisions a request may pick with X-KV-Bits (and how many tokens each fits) and whether
+// automatic prefix caching is on.
 
 import { Hono } from "hono";
 import { KV_BITS } from "../engine/types.ts";
@@ -19,6 +20,7 @@ function card(r: ReadyModel) {
     kv_bits: [...KV_BITS],
     kv_cache_dtypes: KV_BITS.map((k) => (k === 16 ? "fp16" : `nsn${k}`)),
     kv_capacity_tokens: Object.fromEntries(KV_BITS.map((k) => [k, s.capacityTokens(k)])),
+    prefix_caching: s.opts.prefixCaching,
   };
 }
 

@@ -50,6 +50,7 @@ export class AppState {
           numWaiting: this.ready.scheduler.numWaiting,
           engine: this.ready.model.engine,
           defaultKvBits: this.config.defaultKvBits,
+          kv: this.ready.scheduler.kv,
         }
         : null
     );

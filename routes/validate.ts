@@ -126,6 +126,13 @@ export async function validateCompletion(
   if (seed !== null && (typeof seed !== "number" || !Number.isSafeInteger(seed))) {
     throw badRequest("seed", `'seed' must be an integer, got ${show(seed)}.`);
   }
+  const cacheSalt = present(b, "cache_salt") ? b.cache_salt : null;
+  if (cacheSalt !== null && (typeof cacheSalt !== "string" || cacheSalt === "")) {
+    throw badRequest(
+      "cache_salt",
+      `'cache_salt' must be a non-empty string, got ${show(cacheSalt)}.`,
+    );
+  }
   const req: CompletionRequest = {
     prompts: [],
     promptTexts: [],
@@ -154,6 +161,7 @@ export async function validateCompletion(
     stopTokenIds,
     logitBias: allowOnly(b, ctx.vocabSize, logitBias(b, ctx.vocabSize)),
     seed: (seed as number | null) ?? ctx.defaultSeed?.() ?? null,
+    cacheSalt: cacheSalt as string | null,
   };
 
   // Counted before any tokenization: a list of 100k prompts is refused cheaply.

@@ -42,7 +42,7 @@ Deno.test("C ABI: abusive calls fail cleanly and leave the engine intact", async
       { topN: 20 },
     );
     assert.strictEqual(st, NSN_OK, lastError(lib));
-    for (const s of [a, b, c]) assert.strictEqual(lib.symbols.nsn_seq_free(r.e, s), NSN_OK);
+    for (const s of [a, b, c]) assert.strictEqual(r.seqFree(s), NSN_OK);
     assert.strictEqual(r.check(), NSN_OK, lastError(lib));
   } finally {
     r.destroy();

@@ -40,13 +40,14 @@ function assertPositive(what: string, v: number): void {
 }
 
 Deno.test({
-  name: "bench: tiny serving run on the demo model, every figure positive",
+  name: "bench: tiny serving run on the demo model (shared prefix), every figure positive",
   sanitizeResources: false, // native library and server sockets are process-wide
   sanitizeOps: false,
   async fn() {
     const args = parseBenchArgs([
       "--backend=cpu",
-      "--input-len=16",
+      "--input-len=80",
+      "--prefix-len=70",
       "--output-len=6",
       "--num-prompts=3",
       "--concurrency=1,3",
@@ -61,6 +62,8 @@ Deno.test({
       assert.equal(r.failed, 0, `${at}: ${r.errors.join("; ")}`);
       assert.equal(r.completed, 3);
       assert.equal(r.totalOutput, 3 * 6, `${at}: output tokens`);
+      // One at a time, the 2nd and 3rd prompt find the shared first window cached.
+      if (r.concurrency === 1) assert.equal(r.prefixHitRate, (2 * 64) / (3 * 80), at);
       for (
         const [k, v] of Object.entries({
           durationS: r.durationS,

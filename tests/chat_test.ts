@@ -127,6 +127,7 @@ Deno.test("openai client: chat completions on a tiny model with a template", asy
         prompt_tokens: r.usage!.prompt_tokens,
         completion_tokens: 8,
         total_tokens: r.usage!.prompt_tokens + 8,
+        prompt_tokens_details: { cached_tokens: 0 },
       });
     });
 

@@ -1,8 +1,10 @@
 // A deterministic KvEngine for tests of the scheduler and the routes: tokens come from a hash
-// of the history (and the seed when sampling), pages are accounted like the native slab
-// allocator over a configurable pool, so OOM and preemption can be provoked, and it refuses
-// calls while a step is in flight, as the native engine does. Also: a byte-level tokenizer
-// with a few multi-character pieces, and makeTestApp() wiring both into the real app.
+// of the history (and the seed when sampling). The history is read back from the pages each
+// step names, like the native engine's attention: a page holds the token ids written to it,
+// so a wrong page table, a shared page overwritten or a bad cache hit changes the output. It
+// checks page tables as nsn_step does (counts, id ranges, no page written twice or while read)
+// and refuses calls while a step is in flight. Also: a byte-level tokenizer with a few
+// multi-character pieces, and makeTestApp() wiring both into the real app.
 
 import type { ServingModel } from "../engine/model.ts";
 import type { TextTokenizer } from "../models/tokenizer.ts";
@@ -23,6 +25,7 @@ import {
 } from "../engine/types.ts";
 import { createApp } from "../routes/app.ts";
 import { AppState, type ServerConfig } from "../routes/state.ts";
+import { checkPageTables, readHistory, writeChunk } from "./fake_pages.ts";
 
 export const BOS = 256;
 export const EOS = 257;
@@ -103,8 +106,6 @@ export interface FakeEngineOptions {
   maxPosition?: number;
   /** Pool size in slabs (one fp16 page of 64 tokens each). */
   poolSlabs?: number;
-  /** Pool size info() reports; larger than poolSlabs makes the engine's own OOM fire. */
-  reportedPoolSlabs?: number;
   /** Per step, to keep steps in flight for a while (cancellation tests). */
   stepDelayMs?: number;
   /** Overrides the hash-based choice of the next token (history = prompt + generated). */
@@ -113,7 +114,7 @@ export interface FakeEngineOptions {
 
 interface FakeSeq {
   kvBits: KvBits;
-  tokens: number[];
+  tokens: number[]; // the history of the last step, read back from its pages
   params: SamplingParams | null;
 }
 
@@ -128,7 +129,8 @@ export class FakeEngine implements KvEngine {
   seqs = new Map<number, FakeSeq>();
   /** Every step's inputs, for assertions on batching. */
   log: { seqs: number; tokens: number; kinds: KvBits[]; samples: number }[] = [];
-  oomCount = 0;
+  /** Token ids per page, key `${kvBits}:${id}` (the tail pages are kind 16). */
+  pageTokens = new Map<string, Int32Array>();
   #nextSlot = 0;
   #freeSlots: number[] = [];
   #inFlight = false;
@@ -141,7 +143,6 @@ export class FakeEngine implements KvEngine {
       maxStepTokens: opts.maxStepTokens ?? 2048,
       maxPosition: opts.maxPosition ?? 4096,
       poolSlabs: opts.poolSlabs ?? 4096,
-      reportedPoolSlabs: opts.reportedPoolSlabs ?? opts.poolSlabs ?? 4096,
       stepDelayMs: opts.stepDelayMs ?? 0,
     };
     this.maxPosition = this.opts.maxPosition;
@@ -153,40 +154,12 @@ export class FakeEngine implements KvEngine {
     this.#faults = n;
   }
 
-  /** Like the native engine: the pages appending adds (an fp16 tail from the first token). */
-  pagesNeeded(kvBits: KvBits, curLen: number, nNew: number): { quant: number; fp16: number } {
-    const end = curLen + nNew;
-    const windows = (n: number) => Math.ceil(n / WINDOW);
-    if (kvBits === 16) return { quant: 0, fp16: windows(end) - windows(curLen) };
-    const full = Math.floor(end / WINDOW) - Math.floor(curLen / WINDOW);
-    return { quant: full, fp16: curLen === 0 && nNew > 0 ? 1 : 0 };
-  }
-
-  #pages(extra?: Map<number, number>): Record<KvBits, number> {
-    const pages: Record<KvBits, number> = { 16: 0, 2: 0, 1: 0 };
-    for (const [slot, s] of this.seqs) {
-      const p = this.pagesNeeded(s.kvBits, 0, s.tokens.length + (extra?.get(slot) ?? 0));
-      pages[s.kvBits] += p.quant;
-      pages[16] += p.fp16;
-    }
-    return pages;
-  }
-
-  #slabs(pages: Record<KvBits, number>): number {
-    return KV_BITS.reduce((a, k) => a + Math.ceil(pages[k] / PER_SLAB[k]), 0);
-  }
-
   info(): EngineInfo {
-    const pages = this.#pages();
-    const used = this.#slabs(pages);
-    const freeSlabs = this.opts.poolSlabs - used;
     const kinds = {} as EngineInfo["kinds"];
     for (const k of KV_BITS) {
-      const partialFree = (PER_SLAB[k] - (pages[k] % PER_SLAB[k])) % PER_SLAB[k];
       kinds[k] = {
         pageBytes: Math.floor(SLAB_BYTES / PER_SLAB[k]),
-        pagesInUse: pages[k],
-        pagesFreeNow: freeSlabs * PER_SLAB[k] + partialFree,
+        pagesPerSlab: PER_SLAB[k],
         tokenBytes: Math.floor(SLAB_BYTES / PER_SLAB[k] / WINDOW),
       };
     }
@@ -195,8 +168,8 @@ export class FakeEngine implements KvEngine {
       deviceName: "fake",
       maxSeqs: this.opts.maxSeqs,
       maxStepTokens: this.opts.maxStepTokens,
-      kvPoolBytes: this.opts.reportedPoolSlabs * SLAB_BYTES,
-      kvBytesInUse: used * SLAB_BYTES,
+      kvPoolBytes: this.opts.poolSlabs * SLAB_BYTES,
+      nSlabs: this.opts.poolSlabs,
       weightBytes: 0,
       seqsInUse: this.seqs.size,
       graphSteps: 0,
@@ -228,11 +201,6 @@ export class FakeEngine implements KvEngine {
     const s = this.seqs.get(seq);
     if (!s) throw new EngineError("invalid", `setSampling: no sequence ${seq}`);
     s.params = params;
-  }
-
-  seqLength(seq: number): number {
-    this.#enter("seqLength");
-    return this.seqs.get(seq)?.tokens.length ?? 0;
   }
 
   /** The fake's distribution: the preferred token gets -0.25, others spread below. */
@@ -281,17 +249,22 @@ export class FakeEngine implements KvEngine {
     const total = inputs.reduce((a, i) => a + i.tokens.length, 0);
     if (total > this.opts.maxStepTokens) throw new EngineError("invalid", "too many tokens");
     if (inputs.length > this.opts.maxSeqs) throw new EngineError("invalid", "too many seqs");
-    const extra = new Map<number, number>();
+    const listed = new Set<number>();
     for (const inp of inputs) {
       const s = this.seqs.get(inp.seq);
       if (!s || !s.params) throw new EngineError("invalid", `step: bad sequence ${inp.seq}`);
-      if (extra.has(inp.seq)) throw new EngineError("invalid", `sequence ${inp.seq} twice`);
+      if (listed.has(inp.seq)) throw new EngineError("invalid", `sequence ${inp.seq} twice`);
       if (inp.tokens.length < 1) throw new EngineError("invalid", "empty chunk");
-      if (s.tokens.length + inp.tokens.length > this.maxPosition) {
+      if (inp.pos0 + inp.tokens.length > this.maxPosition) {
         throw new EngineError("invalid", "past max position");
       }
-      extra.set(inp.seq, inp.tokens.length);
+      listed.add(inp.seq);
     }
+    checkPageTables(
+      inputs,
+      (seq) => this.seqs.get(seq)!.kvBits,
+      (k) => this.opts.poolSlabs * PER_SLAB[k],
+    );
     this.#inFlight = true;
     try {
       // Resolve through a macrotask, like a nonblocking FFI call.
@@ -303,10 +276,6 @@ export class FakeEngine implements KvEngine {
       this.#faults--;
       throw new EngineError("internal", "injected fault");
     }
-    if (this.#slabs(this.#pages(extra)) > this.opts.poolSlabs) {
-      this.oomCount++;
-      throw new EngineError("oom", "KV pool exhausted"); // atomic: nothing changed
-    }
     this.log.push({
       seqs: inputs.length,
       tokens: total,
@@ -317,8 +286,10 @@ export class FakeEngine implements KvEngine {
     const positions: (PositionLogprob[] | null)[] = [];
     for (const inp of inputs) {
       const s = this.seqs.get(inp.seq)!;
-      const start = s.tokens.length;
+      const start = inp.pos0;
+      s.tokens = readHistory(this.pageTokens, s.kvBits, inp);
       for (let j = 0; j < inp.tokens.length; j++) s.tokens.push(inp.tokens[j]);
+      writeChunk(this.pageTokens, s.kvBits, inp);
       if (inp.wantLogprobs) {
         const list: PositionLogprob[] = [];
         for (let j = 0; j < inp.tokens.length; j++) {

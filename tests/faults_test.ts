@@ -139,9 +139,15 @@ Deno.test("faults: a failing native step fails its requests with 500, others go 
     assert(results.some((r) => r.problems.some((p) => p.includes("injected fault"))));
 
     await assertServes(srv.url);
-    engine.check(); // nsn_engine_check: allocator and page tables intact after the faults
-    const info = engine.info();
-    for (const k of [16, 2, 1] as const) assert.strictEqual(info.kinds[k].pagesInUse, 0);
+    const sched = srv.state.ready!.scheduler;
+    sched.check(); // page tables, reference counts and the native slots intact after the faults
+    // Only the prefix cache's idle pages are left.
+    for (const k of [16, 2, 1] as const) {
+      const pool = sched.kv.pool;
+      for (let id = 0; id < pool.geometry.nSlabs * pool.geometry.perSlab[k]; id++) {
+        assert.ok(pool.refs(k, id) <= 0, `page ${k}:${id} still referenced`);
+      }
+    }
   } finally {
     await srv.shutdown();
   }

@@ -2,6 +2,7 @@
 // written by tools/): logits at every prompt position, and exact greedy continuations with an
 // fp16 KV cache. For the 2- and 1-bit caches greedy agreement with HF is measured and printed.
 
+import { DirectKv } from "../engine/direct_kv.ts";
 import assert from "node:assert/strict";
 import type { KvBits } from "../engine/types.ts";
 import { generateGreedy } from "./helpers/generate.ts";
@@ -52,19 +53,17 @@ async function exists(p: string): Promise<boolean> {
  * returns the logits row of each position.
  */
 async function decodeLogits(e: NativeEngine, bits: KvBits, ids: number[]): Promise<Float32Array[]> {
-  const seq = e.createSeq(bits);
+  const kv = new DirectKv(e);
+  const seq = kv.create(bits);
   try {
     const rows: Float32Array[] = [];
     for (const id of ids) {
-      const r = await e.step([{ seq, tokens: [id], sample: false, wantLogprobs: false }], {
-        topN: 0,
-        logits: true,
-      });
+      const r = await kv.step([{ seq, tokens: [id] }], { topN: 0, logits: true });
       rows.push(r.logits!);
     }
     return rows;
   } finally {
-    e.freeSeq(seq);
+    kv.free(seq);
   }
 }
 
@@ -134,12 +133,10 @@ Deno.test({
       const chunk: Worst = { rel: 0, abs: 0, where: "" };
       const decode: Worst = { rel: 0, abs: 0, where: "" };
       for (const [ci, c] of lf.cases.entries()) {
-        const seq = e.createSeq(16);
-        const r = await e.step([{ seq, tokens: c.ids, sample: false, wantLogprobs: false }], {
-          topN: 0,
-          logits: true,
-        });
-        e.freeSeq(seq);
+        const kv = new DirectKv(e);
+        const seq = kv.create(16);
+        const r = await kv.step([{ seq, tokens: c.ids }], { topN: 0, logits: true });
+        kv.free(seq);
         c.positions.forEach((p, j) =>
           compareRow(r.logits!.subarray(j * V, (j + 1) * V), p, `case ${ci} pos ${j}`, chunk)
         );

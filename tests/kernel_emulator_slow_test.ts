@@ -1,5 +1,6 @@
 // The CUDA kernels' logic on CI: tools/emu_kernel_tests.sh --small compiles the KV kernels
-// (NSN encode/dequant, decode attention, every kernel variant) and the fused batch-1 GEMVs for
+// (NSN encode/dequant, decode attention, every kernel variant), prefill attention (nsn.h's
+// rule for which pages a query reads) and the fused batch-1 GEMVs for
 // the CPU emulator (cuda/tests/gpu/cuda_emu.h) and checks them against the CPU reference. It
 // says nothing about speed or async races (those are measured on the GPU machine). Skipped
 // when no CUDA headers are installed (the emulator needs cuda_fp16.h for the fp16 types).

@@ -2,6 +2,7 @@
 // and full loads through the CPU backend: the same weights stored as F32, F16 and BF16 give
 // identical logits, and tied / qkv-bias models load.
 
+import { DirectKv } from "../engine/direct_kv.ts";
 import assert from "node:assert/strict";
 import { ModelError, parseModelSpec } from "../models/config.ts";
 import { checkWeights, expectedWeights, loadModel, readModelDir } from "../models/loader.ts";
@@ -111,12 +112,10 @@ Deno.test("readModelDir: tokenizer larger than the model vocabulary is refused",
 
 async function lastLogits(dir: string): Promise<Float32Array> {
   using m = await loadModel(dir, { backend: "cpu", nThreads: 2, maxSeqs: 2, maxStepTokens: 64 });
-  const seq = m.engine.createSeq(16);
+  const kv = new DirectKv(m.engine);
+  const seq = kv.create(16);
   const ids = [m.spec.bosId!, ...m.tokenizer.encode("hello there")];
-  const r = await m.engine.step([{ seq, tokens: ids, sample: false, wantLogprobs: false }], {
-    topN: 0,
-    logits: true,
-  });
+  const r = await kv.step([{ seq, tokens: ids }], { topN: 0, logits: true });
   return r.logits!.slice((ids.length - 1) * m.spec.vocabSize);
 }
 

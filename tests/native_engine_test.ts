@@ -3,6 +3,7 @@
 // error translation, one-call-at-a-time, fault injection and idempotent close.
 
 import assert from "node:assert/strict";
+import { DirectKv } from "../engine/direct_kv.ts";
 import { EngineError, greedySampling, type KvBits, type SamplingParams } from "../engine/types.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { loadModel } from "../models/loader.ts";
@@ -57,7 +58,7 @@ async function codeOf(p: Promise<unknown> | (() => unknown)): Promise<string> {
 
 nativeTest("library opens, ABI version checked, cuda availability reported", async () => {
   const lib = await openLibrary();
-  assert.equal(lib.symbols.nsn_abi_version(), 1);
+  assert.equal(lib.symbols.nsn_abi_version(), 2);
   assert.equal(typeof lib.cudaAvailable(), "boolean");
   assert.equal(await openLibrary(), lib, "one handle per process");
 });
@@ -80,20 +81,28 @@ nativeTest("info decodes the resolved options and the fp16 KV token size", async
   assert.ok(info.kinds[2].tokenBytes < info.kinds[16].tokenBytes / 4);
   assert.ok(info.kinds[1].tokenBytes < info.kinds[2].tokenBytes);
   assert.ok(info.kinds[16].pageBytes >= 64 * info.kinds[16].tokenBytes);
+  assert.equal(info.nSlabs, Math.floor((16 << 20) / info.kinds[16].pageBytes));
+  assert.equal(info.kinds[16].pagesPerSlab, 1);
+  for (const k of [2, 1] as const) {
+    assert.equal(
+      info.kinds[k].pagesPerSlab,
+      Math.floor(info.kinds[16].pageBytes / info.kinds[k].pageBytes),
+    );
+  }
   assert.ok(info.deviceName.length > 0, "device name decoded");
 });
 
 nativeTest("mixed-kv_bits step: sampled ids and logprobs agree with the full logits", async () => {
   using m = await tiny();
   const e = m.engine;
+  const kv = new DirectKv(e);
   const V = e.vocabSize;
   const bits: KvBits[] = [16, 2, 1];
-  const seqs = bits.map((b) => e.createSeq(b));
-  seqs.forEach((s) => e.setSampling(s, GREEDY));
+  const seqs = bits.map((b) => kv.create(b, GREEDY));
   assert.equal(e.info().seqsInUse, 3);
   const prompts = [[256, 1, 2, 3, 4], [256, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 70], [256, 100]];
   const topN = 5;
-  const r = await e.step(
+  const r = await kv.step(
     seqs.map((seq, i) => ({
       seq,
       tokens: prompts[i],
@@ -108,7 +117,7 @@ nativeTest("mixed-kv_bits step: sampled ids and logprobs agree with the full log
   let offset = 0;
   let worst = 0;
   prompts.forEach((p, i) => {
-    assert.equal(e.seqLength(seqs[i]), p.length);
+    assert.equal(seqs[i].len, p.length);
     const positions = r.positions[i]!;
     assert.equal(positions.length, p.length);
     for (let j = 0; j < p.length; j++) {
@@ -134,7 +143,7 @@ nativeTest("mixed-kv_bits step: sampled ids and logprobs agree with the full log
   assert.ok(worst < 1e-4);
 
   // A decode step without logprobs: no positions, outputs only where asked.
-  const d = await e.step([{
+  const d = await kv.step([{
     seq: seqs[0],
     tokens: [r.outputs[0]!.token],
     sample: true,
@@ -150,43 +159,81 @@ nativeTest("mixed-kv_bits step: sampled ids and logprobs agree with the full log
   assert.equal(d.outputs[0]!.top.length, 0);
   assert.equal(d.logits, undefined);
   e.check();
-  for (const s of seqs) e.freeSeq(s);
+  for (const s of seqs) kv.free(s);
   assert.equal(e.info().seqsInUse, 0);
+  assert.equal(kv.pool.slabsInUse(), 0);
 });
 
-nativeTest(
-  "pagesNeeded: one fp16 page per 64 tokens; quantized kinds add a tail page",
-  async () => {
-    using m = await tiny();
-    const e = m.engine;
-    assert.deepEqual(e.pagesNeeded(16, 0, 64), { quant: 0, fp16: 1 });
-    assert.deepEqual(e.pagesNeeded(16, 0, 65), { quant: 0, fp16: 2 });
-    const q = e.pagesNeeded(2, 0, 130);
-    assert.equal(q.quant, 2);
-    assert.equal(q.fp16, 1);
-  },
-);
+nativeTest("page tables are checked at the ABI: ids, counts, no page written twice", async () => {
+  using m = await tiny();
+  const e = m.engine;
+  const info = e.info();
+  const a = e.createSeq(16), b = e.createSeq(2);
+  e.setSampling(a, GREEDY);
+  e.setSampling(b, GREEDY);
+  const row = (over: Record<string, unknown>) => ({
+    seq: a,
+    pos0: 0,
+    tokens: [1, 2, 3],
+    pages: [0],
+    nPages: 1,
+    tailPage: -1,
+    sample: false,
+    wantLogprobs: false,
+    ...over,
+  });
+  const step = (rows: ReturnType<typeof row>[]) => codeOf(e.step(rows, { topN: 0 }));
+  assert.equal(
+    await step([row({ pages: [info.nSlabs], nPages: 1 })]),
+    "invalid",
+    "id past the arena",
+  );
+  assert.equal(await step([row({ pages: [-1] })]), "invalid", "negative id");
+  assert.equal(await step([row({ pages: [0, 1], nPages: 2 })]), "invalid", "3 tokens take 1 page");
+  assert.equal(await step([row({ tailPage: 3 })]), "invalid", "no tail at kv_bits 16");
+  assert.equal(
+    await step([row({ seq: b, pages: [], nPages: 0 })]),
+    "invalid",
+    "2-bit needs a tail",
+  );
+  // Page 0 is a's, and b's tail: two rows write it.
+  const both = [row({}), row({ seq: b, pages: [], nPages: 0, tailPage: 0 })];
+  assert.equal(await step(both), "invalid", "one page written by two rows");
+  // b reads a 2-bit page that a row of the same kind writes.
+  const c = e.createSeq(2);
+  e.setSampling(c, GREEDY);
+  const reads = row({ seq: b, pos0: 64, tokens: [1], pages: [5], nPages: 1, tailPage: 1 });
+  const writes = row({
+    seq: c,
+    pos0: 60,
+    tokens: [1, 2, 3, 4],
+    pages: [5],
+    nPages: 1,
+    tailPage: 2,
+  });
+  assert.equal(await step([reads, writes]), "invalid", "a page written while another row reads it");
+  assert.equal(await step([row({})]), "ok", "the valid row runs");
+  e.check();
+});
 
 nativeTest("errors: native statuses become EngineError codes with the native message", async () => {
   using m = await tiny();
   const e = m.engine;
   assert.notEqual(await codeOf(() => e.createSeq(4 as KvBits)), "ok");
   assert.equal(await codeOf(() => e.freeSeq(12345)), "invalid");
-  assert.equal(await codeOf(() => e.seqLength(-1)), "invalid");
-  const s = e.createSeq(16);
+  const kv = new DirectKv(e);
+  const s = kv.create(16);
   assert.equal(
     await codeOf(
-      e.step([{ seq: s, tokens: [999999], sample: true, wantLogprobs: false }], { topN: 0 }),
+      kv.step([{ seq: s, tokens: [999999], sample: true }], { topN: 0 }),
     ),
     "invalid",
   );
   assert.equal(
-    await codeOf(
-      e.step([{ seq: s, tokens: [1], sample: true, wantLogprobs: false }], { topN: 21 }),
-    ),
+    await codeOf(kv.step([{ seq: s, tokens: [1], sample: true }], { topN: 21 })),
     "invalid",
   );
-  assert.equal(e.seqLength(s), 0, "failed steps change nothing");
+  assert.equal(s.len, 0, "failed steps change nothing");
   try {
     e.freeSeq(12345);
   } catch (err) {
@@ -199,18 +246,14 @@ nativeTest(
   async () => {
     const m = await tiny();
     const e = m.engine;
-    const s = e.createSeq(2);
-    e.setSampling(s, GREEDY);
-    const first = e.step([{ seq: s, tokens: [1, 2, 3], sample: true, wantLogprobs: false }], {
-      topN: 0,
-    });
+    const kv = new DirectKv(e);
+    const s = kv.create(2, GREEDY);
+    const first = kv.step([{ seq: s, tokens: [1, 2, 3], sample: true }], { topN: 0 });
     // Every call below is made synchronously while `first` is in flight: any await could let
     // the (fast) native step finish first.
     const createCode = codeOf(() => e.createSeq(16));
     const seqsDuringStep = e.info().seqsInUse;
-    const secondCode = codeOf(
-      e.step([{ seq: s, tokens: [4], sample: true, wantLogprobs: false }], { topN: 0 }),
-    );
+    const secondCode = codeOf(kv.step([{ seq: s, tokens: [4], sample: true }], { topN: 0 }));
     assert.equal(await createCode, "state");
     assert.equal(await secondCode, "state");
     assert.equal(seqsDuringStep, 1, "info() answers from the snapshot during a step");
@@ -218,22 +261,18 @@ nativeTest(
 
     e.injectFault(1);
     assert.equal(
-      await codeOf(
-        e.step([{ seq: s, tokens: [4], sample: true, wantLogprobs: false }], { topN: 0 }),
-      ),
+      await codeOf(kv.step([{ seq: s, tokens: [4], sample: true }], { topN: 0 })),
       "internal",
     );
-    assert.equal(e.seqLength(s), 3);
-    await e.step([{ seq: s, tokens: [4], sample: true, wantLogprobs: false }], { topN: 0 });
-    assert.equal(e.seqLength(s), 4);
+    assert.equal(s.len, 3);
+    await kv.step([{ seq: s, tokens: [4], sample: true }], { topN: 0 });
+    assert.equal(s.len, 4);
 
-    const pending = e.step([{ seq: s, tokens: [5], sample: true, wantLogprobs: false }], {
-      topN: 0,
-    });
+    const pending = kv.step([{ seq: s, tokens: [5], sample: true }], { topN: 0 });
     e.close(); // with a step in flight: the handle goes once it settles
     e.close();
     await pending;
-    assert.equal(await codeOf(() => e.seqLength(s)), "state");
+    assert.equal(await codeOf(() => e.createSeq(16)), "state");
     m.close();
   },
 );

@@ -2,6 +2,7 @@
 // standalone quantizer ABI through FFI checked against independent TS references (RoPE
 // convention, exact attention), and real K/V from the demo model when it is present.
 
+import { cacheOf, DirectKv } from "../engine/direct_kv.ts";
 import assert from "node:assert/strict";
 import { openLibrary } from "../ffi/library.ts";
 import { DEMO_DIR, loadModel } from "../models/loader.ts";
@@ -240,16 +241,15 @@ Deno.test({
     const text = await Deno.readTextFile(`${ROOT}tests/fixtures/brown_heldout.txt`);
     const ids = m.tokenizer.encode(text).slice(0, 512);
     const n = ids.length - (ids.length % 64);
-    const seq = e.createSeq(16);
-    await e.step([{ seq, tokens: ids.slice(0, n), sample: false, wantLogprobs: false }], {
-      topN: 0,
-    });
+    const kv = new DirectKv(e);
+    const seq = kv.create(16);
+    await kv.step([{ seq, tokens: ids.slice(0, n) }], { topN: 0 });
     const lib = await openLibrary();
     // key -> [sum of per-head mean cos, sum err, sum var]
     const acc = new Map<string, [number, number, number]>();
     for (let layer = 0; layer < spec.nLayers; layer++) {
       for (let h = 0; h < spec.nKvHeads; h++) {
-        const { k, v } = e.readKv(seq, layer, h, 0, n); // exact (kv_bits 16), keys post-RoPE
+        const { k, v } = e.readKv(cacheOf(seq), layer, h, 0, n); // exact (kv_bits 16), keys post-RoPE
         const kPre = rope(k, d, spec.ropeTheta, 0, -1);
         for (const bits of [2, 1]) {
           for (const [name, method, abl] of METHODS) {
@@ -280,7 +280,7 @@ Deno.test({
         }
       }
     }
-    e.freeSeq(seq);
+    kv.free(seq);
     const heads = spec.nLayers * spec.nKvHeads;
     const cos = (key: string) => acc.get(key)![0] / heads;
     const rel = (key: string) => acc.get(key)![1] / acc.get(key)![2];

@@ -117,7 +117,12 @@ Deno.test("EOS ends with stop unless ignore_eos; usage counts every token", asyn
   assert.equal(r.json.choices[0].text, "ab");
   assert.equal(r.json.choices[0].finish_reason, "stop");
   // "ab" (one token) and EOS.
-  assert.deepEqual(r.json.usage, { prompt_tokens: 2, completion_tokens: 2, total_tokens: 4 });
+  assert.deepEqual(r.json.usage, {
+    prompt_tokens: 2,
+    completion_tokens: 2,
+    total_tokens: 4,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
   r = await complete(t, { prompt: "q", max_tokens: 5, ignore_eos: true });
   assert.equal(r.json.choices[0].finish_reason, "length");
   assert.equal(r.json.usage.completion_tokens, 5);
@@ -140,6 +145,7 @@ Deno.test("n and several prompts: prompt-major indices, echo shows which prompt"
     prompt_tokens: 2 + 2 + 2,
     completion_tokens: 18,
     total_tokens: 24,
+    prompt_tokens_details: { cached_tokens: 0 },
   });
   // Streaming interleaves the indices but yields the same texts.
   const s = await stream(t, {
@@ -202,7 +208,12 @@ Deno.test("echo + logprobs + max_tokens 0 (lm-eval loglikelihood): prompt scored
     const top = c.logprobs.top_logprobs[i];
     assert.ok(Object.keys(top).length <= 2 && top[c.logprobs.tokens[i]] === lp);
   }
-  assert.deepEqual(r.json.usage, { prompt_tokens: 4, completion_tokens: 0, total_tokens: 4 });
+  assert.deepEqual(r.json.usage, {
+    prompt_tokens: 4,
+    completion_tokens: 0,
+    total_tokens: 4,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
 
   // The current lm-eval form: max_tokens 1, read token_logprobs[ctxlen:-1].
   const r1 = await complete(t, {
@@ -273,6 +284,7 @@ Deno.test("SSE framing; include_usage gives exactly one trailing usage chunk", a
     prompt_tokens: 2,
     completion_tokens: 8,
     total_tokens: 10,
+    prompt_tokens_details: { cached_tokens: 0 },
   });
   assert.ok(ev.slice(0, -2).every((e) => e.usage === null));
   await t.close();

@@ -18,6 +18,7 @@ Deno.test("/v1/models lists the model with max_model_len and the KV precisions",
   assert.deepEqual(m.kv_bits, [16, 2, 1]);
   assert.deepEqual(m.kv_cache_dtypes, ["fp16", "nsn2", "nsn1"]);
   assert.ok(m.kv_capacity_tokens["1"] >= m.kv_capacity_tokens["16"]);
+  assert.equal(m.prefix_caching, true);
   assert.equal((await (await t.app.request("/v1/models/fake")).json()).id, "fake-model");
   const missing = await t.app.request("/v1/models/nope");
   assert.equal(missing.status, 404);
@@ -68,6 +69,28 @@ Deno.test("/tokenize, /detokenize and /tokenizer_info in vLLM's shapes", async (
   const info = await (await t.app.request("/tokenizer_info")).json();
   assert.equal(info.eos_token, "</s>");
   assert.equal(info.bos_token, "<s>");
+  await t.close();
+});
+
+Deno.test("KV gauges are current while sequences run, and back to zero after", async () => {
+  // Issue 13 defect 9: the gauges read 0 under load (a stale engine snapshot while a step was
+  // in flight). They come from the scheduler's page pool now.
+  const t = makeTestApp({ engine: { stepDelayMs: 5 } });
+  const gauge = async (re: RegExp) =>
+    Number(re.exec(await (await t.app.request("/metrics")).text())?.[1]);
+  const pages = /^nsn_kv_pages_in_use\{kv_bits="16"\} (\d+)$/m,
+    bytes = /^nsn_kv_bytes_in_use (\d+)$/m;
+  const pending = ["x", "y"].map((c) =>
+    t.app.request("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ prompt: c.repeat(100), max_tokens: 40 }),
+    })
+  );
+  while (t.scheduler.steps < 3) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(await gauge(pages), 4); // two sequences of 101..141 tokens: 2 pages each
+  assert.ok(await gauge(bytes) > 0);
+  for (const r of await Promise.all(pending)) assert.equal(r.status, 200);
+  assert.equal(await gauge(pages), 0);
   await t.close();
 });
 

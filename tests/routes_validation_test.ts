@@ -143,7 +143,7 @@ Deno.test("omitted max_tokens shrinks to the context left", async () => {
 
 Deno.test("a request beyond the KV pool at its kv_bits is refused with the capacity", async () => {
   const t = makeTestApp({ engine: { poolSlabs: 4 }, scheduler: { maxModelLen: 4096 } });
-  const body = JSON.stringify({ prompt: [1, 2, 3], max_tokens: 200 });
+  const body = JSON.stringify({ prompt: [1, 2, 3], max_tokens: 300 });
   const r16 = await t.app.request("/v1/completions", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
@@ -152,7 +152,7 @@ Deno.test("a request beyond the KV pool at its kv_bits is refused with the capac
   const j = await r16.json();
   assert.equal(r16.status, 400);
   assert.equal(j.error.code, "kv_cache_capacity_exceeded");
-  assert.match(j.error.message, /at most 192 tokens per sequence at kv_bits 16/);
+  assert.match(j.error.message, /at most 256 tokens per sequence at kv_bits 16/);
   const r1 = await t.app.request("/v1/completions", {
     method: "POST",
     body,

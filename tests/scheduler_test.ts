@@ -1,83 +1,12 @@
 // The scheduler against the fake engine: continuous batching, chunked prefill, mixed kv_bits,
-// admission by KV memory, preemption without lost or repeated tokens (also when the engine's
-// own OOM fires), cancellation, the queue bound, and faults failing only their step.
+// exact admission by KV pages, preemption without lost or repeated tokens, cancellation, the
+// queue bound, and faults failing only their step. Every step is followed by the page-table
+// and reference-count check (debugChecks). Prefix caching: prefix_cache_test.ts.
 
 import assert from "node:assert/strict";
-import { QueueFullError, Scheduler, type SchedulerOptions } from "../engine/scheduler.ts";
-import type { FinishReason, SeqRequest } from "../engine/sequence.ts";
-import {
-  greedySampling,
-  type KvBits,
-  type PositionLogprob,
-  type SamplingParams,
-} from "../engine/types.ts";
-import { FakeEngine, type FakeEngineOptions } from "./fake_engine.ts";
-
-function params(nPrompt: number, over: Partial<SamplingParams> = {}): SamplingParams {
-  return greedySampling({ nPrompt, seed: 1n, ...over });
-}
-
-interface Collected {
-  tokens: number[];
-  promptLp: PositionLogprob[];
-  promptLpDelivered: number; // positions delivered, duplicates included
-  reason: FinishReason | null;
-  error?: Error;
-  done: Promise<void>;
-}
-
-function request(
-  prompt: number[],
-  kvBits: KvBits,
-  maxTokens: number,
-  extra: Partial<SeqRequest> = {},
-): { req: SeqRequest; out: Collected } {
-  let resolve!: () => void;
-  const out: Collected = {
-    tokens: [],
-    promptLp: [],
-    promptLpDelivered: 0,
-    reason: null,
-    done: new Promise((r) => resolve = r),
-  };
-  const req: SeqRequest = {
-    prompt,
-    kvBits,
-    params: params(prompt.length),
-    maxTokens,
-    promptLogprobs: false,
-    topN: 0,
-    sink: {
-      onToken: (o) => void out.tokens.push(o.token),
-      onPromptLogprobs: (start, list) => {
-        out.promptLpDelivered += list.length;
-        list.forEach((p, i) => out.promptLp[start + i] = p);
-      },
-      onFinish: (reason, error) => {
-        out.reason = reason;
-        out.error = error;
-        resolve();
-      },
-    },
-    ...extra,
-  };
-  return { req, out };
-}
-
-function setup(engine: FakeEngineOptions = {}, sched: Partial<SchedulerOptions> = {}) {
-  const e = new FakeEngine(engine);
-  const s = new Scheduler(e, {
-    maxNumSeqs: 64,
-    maxStepTokens: 512,
-    maxQueue: 1024,
-    maxModelLen: 4096,
-    ...sched,
-  });
-  return { e, s };
-}
-
-const prompt = (len: number, salt = 0) =>
-  Array.from({ length: len }, (_, i) => 97 + (i * 7 + salt) % 26);
+import { QueueFullError } from "../engine/scheduler.ts";
+import type { KvBits } from "../engine/types.ts";
+import { params, prompt, request, setup } from "./helpers/sched.ts";
 
 /** Reference outputs: each request alone on a roomy engine. */
 async function reference(prompts: number[][], kvBits: KvBits[], maxTokens: number) {
@@ -125,8 +54,23 @@ Deno.test("the budget is clamped to the engine's maxStepTokens and maxSeqs", () 
   const { s } = setup({ maxStepTokens: 64, maxSeqs: 40 }, { maxStepTokens: 512, maxNumSeqs: 99 });
   assert.equal(s.opts.maxStepTokens, 64);
   assert.equal(s.opts.maxNumSeqs, 40);
-  const small = setup({}, { maxStepTokens: 8, maxNumSeqs: 99 }).s;
-  assert.equal(small.opts.maxNumSeqs, 8, "never more running than step tokens");
+  const open = setup({ maxSeqs: 5000 }, { maxStepTokens: 8, maxNumSeqs: undefined }).s;
+  assert.equal(open.opts.maxNumSeqs, 5000, "no cap by default but the engine's slots");
+});
+
+Deno.test("by default as many sequences run as the pool holds", async () => {
+  // 1-bit, 3 + 60 tokens: each takes only its tail page, so 40 slabs hold 40 sequences.
+  const { e, s } = setup({ poolSlabs: 40 }, { maxStepTokens: 64, maxNumSeqs: undefined });
+  const outs = Array.from({ length: 60 }, (_, i) => request(prompt(3, i), 1, 60));
+  s.submit(outs.map((o) => o.req));
+  let peak = 0;
+  const poll = setInterval(() => peak = Math.max(peak, s.numRunning), 1);
+  await Promise.all(outs.map((o) => o.out.done));
+  clearInterval(poll);
+  assert.ok(outs.every((o) => o.out.reason === "length" && o.out.tokens.length === 60));
+  assert.equal(peak, 40, "the pool, not a fixed cap, bounds the running set");
+  assert.ok(e.log.every((st) => st.tokens <= 64));
+  await s.close();
 });
 
 Deno.test("admission by KV memory: 1-bit sequences pack far denser than 16-bit", async () => {
@@ -143,7 +87,6 @@ Deno.test("admission by KV memory: 1-bit sequences pack far denser than 16-bit",
     clearInterval(poll);
     maxRunning[bits] = Math.max(peak, ...e.log.map((st) => st.seqs));
     assert.ok(outs.every((o) => o.out.reason === "length" && o.out.tokens.length === 30));
-    assert.equal(e.oomCount, 0, "the accounting kept steps within the pool");
     await s.close();
   }
   assert.ok(maxRunning[16] <= 3, `16-bit ran ${maxRunning[16]} at once`);
@@ -171,20 +114,6 @@ Deno.test("preemption: outputs are identical, nothing lost or repeated", async (
   await s.close();
 });
 
-Deno.test("preemption on the engine's own OOM (optimistic accounting)", async () => {
-  const p = Array.from({ length: 4 }, (_, i) => prompt(50, i));
-  const bits: KvBits[] = [16, 16, 16, 16];
-  const ref = await reference(p, bits, 100);
-  // The engine claims 40 slabs but has 5: only its OOM can stop the scheduler.
-  const { e, s } = setup({ poolSlabs: 5, reportedPoolSlabs: 40 });
-  const outs = p.map((x, i) => request(x, bits[i], 100));
-  s.submit(outs.map((o) => o.req));
-  await Promise.all(outs.map((o) => o.out.done));
-  assert.ok(e.oomCount > 0);
-  assert.deepEqual(outs.map((o) => o.out.tokens), ref);
-  await s.close();
-});
-
 Deno.test("a sequence larger than the whole pool fails alone", async () => {
   const { e, s } = setup({ poolSlabs: 3 });
   const big = request(prompt(400), 16, 1);
@@ -199,7 +128,7 @@ Deno.test("a sequence larger than the whole pool fails alone", async () => {
 });
 
 Deno.test("cancellation frees the pages within one step, queued ones at once", async () => {
-  const { e, s } = setup({ stepDelayMs: 3 }, { maxNumSeqs: 1 });
+  const { e, s } = setup({ stepDelayMs: 3 }, { maxNumSeqs: 1, prefixCaching: false });
   const a = request(prompt(70), 16, 1000);
   const b = request(prompt(5), 2, 1000);
   const [sa, sb] = s.submit([a.req, b.req]);
@@ -212,7 +141,7 @@ Deno.test("cancellation frees the pages within one step, queued ones at once", a
   assert.equal(a.out.reason, "abort");
   assert.ok(e.log.length - stepsBefore <= 1, "freed within one step");
   assert.equal(e.seqs.size, 0);
-  assert.equal(e.info().kinds[16].pagesInUse, 0);
+  assert.equal(s.kv.pool.pagesInUse(16), 0);
   await s.close();
 });
 

@@ -24,6 +24,7 @@ Deno.test("stats line: running, waiting, tokens/s and KV use per kv_bits while b
     numRunning: t.scheduler.numRunning,
     numWaiting: t.scheduler.numWaiting,
     engine: t.engine,
+    kv: t.scheduler.kv,
   }), 60_000);
   assert.equal(stats.line(), null, "idle: no line");
   const observer = stats.observer();

@@ -6,6 +6,7 @@
 //     [--kv-bits 16] [--steps 64] [--backend cuda] [--pool-gb 8]
 //
 // Prints the median and p99 ms per decode step.
+import { DirectKv } from "../engine/direct_kv.ts";
 import { parseArgs } from "node:util";
 import type { KvBits } from "../engine/types.ts";
 import { greedySampling } from "../engine/types.ts";
@@ -41,10 +42,13 @@ try {
   await e.finalize();
   const rand = rng(1);
   const tok = () => Math.floor(rand() * e.vocabSize);
-  const seqs = Array.from({ length: batch }, () => e.createSeq(bits));
-  seqs.forEach((s) => e.setSampling(s, greedySampling({ nPrompt: ctx })));
-  await extend(e, seqs, ctx, tok);
-  const { decodeStepMs: ms } = await timeDecode(e, seqs, steps, tok);
+  const kv = new DirectKv(e);
+  const seqs = Array.from(
+    { length: batch },
+    () => kv.create(bits, greedySampling({ nPrompt: ctx })),
+  );
+  await extend(kv, seqs, ctx, tok);
+  const { decodeStepMs: ms } = await timeDecode(kv, seqs, steps, tok);
   console.log(
     `decode_profile ${values.model} batch ${batch} ctx ${ctx} kv ${bits}: ${
       ms.median.toFixed(3)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# gpu_kernel_tests.sh: builds and runs the CUDA KV-kernel tests and the fused batch-1 GEMV tests
+# gpu_kernel_tests.sh: builds and runs the CUDA KV-kernel tests, the prefill-attention test and
+# the fused batch-1 GEMV tests
 # (test_gemv: gemv.cu against layers.cu's unfused kernels), a compute-sanitizer memcheck of
 # small cases, and the kernel benchmark (ours vs torch SDPA) on a GPU machine.
 #
@@ -38,11 +39,11 @@ CXXFLAGS="-std=c++17 -O2"
 
 echo "== build ($(date -u +%H:%M:%S))" | tee "$OUT/build.log"
 pids=()
-for f in kv_encode decode_attention decode_attention_ref gemv layers; do
+for f in kv_encode decode_attention decode_attention_ref gemv layers prefill_attention; do
   ($NVCC $FLAGS -Xptxas -v -c cuda/src/gpu/$f.cu -o "$B/$f.o" >"$B/$f.log" 2>&1) &
   pids+=($!)
 done
-for f in test_kv_kernels test_gemv bench_attention; do
+for f in test_kv_kernels test_gemv test_prefill_attention bench_attention; do
   ($NVCC $FLAGS -c cuda/tests/gpu/$f.cu -o "$B/$f.o" >"$B/$f.log" 2>&1) &
   pids+=($!)
 done
@@ -58,6 +59,8 @@ if [ $build_ok = 1 ]; then
   $NVCC $FLAGS "$B/test_kv_kernels.o" $KOBJ "$B"/cpu_*.o -o "$B/test_kv_kernels" >>"$OUT/build.log" 2>&1 || build_ok=0
   $NVCC $FLAGS "$B/bench_attention.o" $KOBJ "$B"/cpu_*.o -o "$B/bench_attention" >>"$OUT/build.log" 2>&1 || build_ok=0
   $NVCC $FLAGS "$B/test_gemv.o" "$B/gemv.o" "$B/layers.o" "$B"/cpu_*.o -o "$B/test_gemv" >>"$OUT/build.log" 2>&1 || build_ok=0
+  $NVCC $FLAGS "$B/test_prefill_attention.o" "$B/prefill_attention.o" "$B"/cpu_*.o \
+    -o "$B/test_prefill_attention" >>"$OUT/build.log" 2>&1 || build_ok=0
 fi
 if [ $build_ok = 0 ]; then
   echo "BUILD FAILED" | tee -a "$OUT/build.log"
@@ -81,6 +84,8 @@ echo "== tests"
 "$B/test_kv_kernels" 2>&1 | tee "$OUT/test.log"
 rc_test=${PIPESTATUS[0]}
 "$B/test_gemv" 2>&1 | tee -a "$OUT/test.log"
+[ "${PIPESTATUS[0]}" = 0 ] || rc_test=1
+"$B/test_prefill_attention" 2>&1 | tee -a "$OUT/test.log"
 [ "${PIPESTATUS[0]}" = 0 ] || rc_test=1
 
 echo "== compute-sanitizer memcheck (--small)"

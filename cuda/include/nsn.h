@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define NSN_ABI_VERSION 1
+#define NSN_ABI_VERSION 2
 #define NSN_WINDOW 64 /* tokens per KV window = per page */
 #define NSN_MAX_TOP_N 20 /* max top-N logprobs per position */
 #define NSN_MAX_STOP_IDS 8
@@ -98,28 +98,36 @@ typedef struct nsn_model_config {
 typedef struct nsn_engine_options {
   int32_t backend;          /* nsn_backend */
   int32_t n_threads;        /* CPU threads; 0 = all cores */
-  int32_t max_seqs;         /* sequence slots (0 = 256) */
+  int32_t max_seqs;         /* sequence slots = rows one step may hold (0 = 16384) */
   int32_t max_step_tokens;  /* max tokens in one nsn_step (0 = 2048) */
   uint64_t kv_pool_bytes;   /* KV arena size (0 = backend default: CPU 256 MiB, CUDA 90% of free) */
   int32_t device;           /* CUDA ordinal */
   int32_t quant_method;     /* NSN_QUANT_* */
   int32_t ablation;         /* NSN_ABL_* bits (NSN method only) */
-  int32_t debug_checks;     /* 1: verify allocator/page-table invariants after every step */
+  int32_t debug_checks;     /* 1: verify the sequence slots after every step */
 } nsn_engine_options;
 
 typedef struct nsn_engine nsn_engine;
 
-/* Index 0: kv_bits 16, 1: kv_bits 2, 2: kv_bits 1. */
+/*
+ * The KV arena and its page ids. The arena is cut into n_slabs slabs of one fp16 page each; a
+ * slab can hold pages_per_slab[k] pages of kind k. The caller (the TS scheduler) owns all page
+ * bookkeeping: which slab serves which kind, which page belongs to whom, reference counts,
+ * the prefix cache. Page id i of kind k lives at byte
+ *   (i / pages_per_slab[k]) * page_bytes[0] + (i % pages_per_slab[k]) * page_bytes[k],
+ * and ids of kind k range over [0, n_slabs * pages_per_slab[k]).
+ * Index 0: kv_bits 16, 1: kv_bits 2, 2: kv_bits 1.
+ */
 typedef struct nsn_engine_info {
   int32_t backend;             /* resolved: NSN_BACKEND_CPU or NSN_BACKEND_CUDA */
   int32_t max_seqs;
   int32_t max_step_tokens;
   int32_t n_threads;
   uint64_t kv_pool_bytes;      /* arena size */
-  uint64_t kv_bytes_in_use;    /* bytes of slabs handed to any page kind */
+  uint64_t n_slabs;            /* floor(kv_pool_bytes / page_bytes[0]) */
   uint64_t page_bytes[3];      /* one page = 64 tokens x all layers x kv heads x (K,V) */
-  uint64_t pages_in_use[3];
-  uint64_t pages_free_now[3];  /* pages of that kind allocatable right now */
+  uint64_t pages_per_slab[3];  /* floor(page_bytes[0] / page_bytes[k]) */
+  uint64_t page_ids[3];        /* n_slabs * pages_per_slab[k]: ids of kind k are below this */
   uint64_t token_bytes[3];     /* exact bytes per token (all layers), metadata included */
   uint64_t weight_bytes;       /* resident weight memory */
   int32_t seqs_in_use;
@@ -144,14 +152,28 @@ typedef struct nsn_sampling {
   uint64_t seed;            /* sampling stream: token at position p uses hash(seed, p) */
 } nsn_sampling;
 
-/* One sequence's part of a step. */
+/*
+ * One row of a step: a sequence's chunk and its page table. With end = pos0 + n_tokens:
+ *  - kv_bits 16: n_pages = ceil(end / 64) fp16 pages, page w holding window w;
+ *  - kv_bits 1/2: n_pages = floor(end / 64) quantized pages, one per complete window, and
+ *    tail_page, the fp16 page of the exact tokens of the incomplete window.
+ * The step writes only the pages of windows that receive tokens in it (w >= pos0 / 64) and
+ * the tail; earlier pages are read only, so they may be shared between rows and steps.
+ */
 typedef struct nsn_seq_input {
-  int32_t seq;           /* slot from nsn_seq_create */
-  int32_t n_tokens;      /* >= 1 tokens appended at positions len..len+n_tokens-1 */
-  int32_t token_offset;  /* index of its first token in the step's tokens[] */
-  int32_t sample;        /* 1: sample one token from the last position's distribution */
-  int32_t want_logprobs; /* 1: fill pos_logprob / pos_top_* for every position of this chunk */
-  int32_t next_token;    /* with want_logprobs: the token that follows the chunk (-1 unknown) */
+  int32_t seq;            /* slot from nsn_seq_create (kv_bits, sampling parameters) */
+  int32_t pos0;           /* tokens already in the cache: the chunk takes positions pos0.. */
+  int32_t n_tokens;       /* >= 1 */
+  int32_t token_offset;   /* index of its first token in the step's tokens[] */
+  int32_t sample;         /* 1: sample one token from the last position's distribution */
+  int32_t want_logprobs;  /* 1: fill pos_logprob / pos_top_* for every position of this chunk */
+  int32_t next_token;     /* with want_logprobs: the token that follows the chunk (-1 unknown) */
+  int32_t page_offset;    /* its first page id in the step's pages[] */
+  int32_t n_pages;        /* see above */
+  int32_t tail_page;      /* kv_bits 1/2: fp16 page id of the tail; -1 for kv_bits 16 */
+  int32_t history_offset; /* its pos0 earlier tokens in the step's history[], or -1 when its
+                             sampling has no penalty (repetition/presence/frequency) */
+  int32_t reserved;       /* must be 0 */
 } nsn_seq_input;
 
 /* One sequence's result of a step (when sample == 1). Logprobs are of the raw model
@@ -180,24 +202,23 @@ nsn_status nsn_engine_finalize(nsn_engine* e);
 nsn_status nsn_engine_get_info(nsn_engine* e, nsn_engine_info* out);
 void nsn_engine_destroy(nsn_engine* e); /* null is fine */
 
+/* A sequence slot holds a row's kv_bits and sampling parameters; no pages, no tokens. */
 nsn_status nsn_seq_create(nsn_engine* e, int32_t kv_bits, int32_t* seq_out);
-/* Returns every page of the sequence to the pool at once. */
 nsn_status nsn_seq_free(nsn_engine* e, int32_t seq);
 nsn_status nsn_seq_set_sampling(nsn_engine* e, int32_t seq, const nsn_sampling* params,
                                 const int32_t* bias_ids, const float* bias_values, int32_t n_bias);
-/* Tokens currently in the sequence's cache. */
-nsn_status nsn_seq_length(nsn_engine* e, int32_t seq, int32_t* len_out);
-/* Pages (of the sequence's kind, fp16 tail included) that appending n_new tokens would take
- * in total; lets the scheduler admit by memory. */
-nsn_status nsn_pages_needed(nsn_engine* e, int32_t kv_bits, int32_t cur_len, int32_t n_new,
-                            int32_t* quant_pages_out, int32_t* fp16_pages_out);
-
 /*
- * One forward step over a batch: each listed sequence appends its tokens (a prefill chunk or
- * one decode token; sequences of different kv_bits mix freely), then sampled tokens and
- * logprobs come back. Atomic on NSN_E_OOM/NSN_E_INVALID: nothing changed.
+ * One forward step over a batch: each row appends its tokens (a prefill chunk or one decode
+ * token; rows of different kv_bits mix freely) to the pages its table names, then sampled
+ * tokens and logprobs come back. Page ids are checked against the arena (and no page may be
+ * written by two rows); NSN_E_INVALID leaves every page untouched.
+ * Attention: a token at position p reads the encoded pages of the complete windows
+ * w < (p + 1) / 64 (kv_bits 1/2) and exact fp16 K/V for the rest of its own window, however the
+ * sequence was split into chunks; at kv_bits 16 everything is exact.
  *   seqs      [n_seqs]
  *   tokens    [n_tokens]                    all chunks, concatenated
+ *   pages     [n_pages]                     every row's page table, at its page_offset
+ *   history   [n_history]                   earlier tokens of the rows that need them
  *   out       [n_seqs]                      may be null when no seq samples
  *   pos_logprob      [n_tokens]             logprob of the following token per position, or null
  *   pos_top_ids      [n_tokens][top_n]      or null
@@ -205,17 +226,21 @@ nsn_status nsn_pages_needed(nsn_engine* e, int32_t kv_bits, int32_t cur_len, int
  *   logits    [n_tokens][vocab] float32     full logits of every position (tests), or null
  */
 nsn_status nsn_step(nsn_engine* e, const nsn_seq_input* seqs, int32_t n_seqs,
-                    const int32_t* tokens, int32_t n_tokens, int32_t top_n, nsn_seq_output* out,
+                    const int32_t* tokens, int32_t n_tokens, const int32_t* pages,
+                    int32_t n_pages, const int32_t* history, int32_t n_history,
+                    int32_t top_n, nsn_seq_output* out,
                     float* pos_logprob, int32_t* pos_top_ids, float* pos_top_logprobs,
                     float* logits);
 
 /* ---- test and debug entry points ---- */
 
-/* K/V of tokens [start, start+count) of one layer/kv head as the attention reads them:
- * dequantized for encoded windows, exact for the fp16 tail; keys post-RoPE. [count][head_dim] */
-nsn_status nsn_seq_read_kv(nsn_engine* e, int32_t seq, int32_t layer, int32_t kv_head,
+/* K/V of tokens [start, start+count) of one layer/kv head of a cache of len tokens whose page
+ * table is pages[n_pages] (+ tail_page), as nsn_seq_input describes it: dequantized for
+ * encoded windows, exact for the fp16 tail; keys post-RoPE. [count][head_dim] */
+nsn_status nsn_seq_read_kv(nsn_engine* e, int32_t kv_bits, const int32_t* pages, int32_t n_pages,
+                           int32_t tail_page, int32_t len, int32_t layer, int32_t kv_head,
                            int32_t start, int32_t count, float* k_out, float* v_out);
-/* Verifies allocator, page tables and per-kind counts; NSN_E_INTERNAL with a message if not. */
+/* Verifies the sequence slots; NSN_E_INTERNAL with a message if not. */
 nsn_status nsn_engine_check(nsn_engine* e);
 /* Makes the next nsn_step fail with NSN_E_INTERNAL before touching anything (fault tests). */
 nsn_status nsn_engine_inject_fault(nsn_engine* e, int32_t n_steps);

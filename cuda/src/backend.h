@@ -1,6 +1,7 @@
-// backend.h: what the engine core (engine.cpp: ABI validation, sequences, page allocation,
-// step planning) asks of a backend (cpu/ or gpu/). The core owns all bookkeeping; a backend
-// owns weights, the KV arena's memory, scratch buffers, and runs the forward pass + sampling.
+// backend.h: what the engine core (engine.cpp: ABI validation of sequences and page tables,
+// step planning) asks of a backend (cpu/ or gpu/). The pages' bookkeeping is the caller's (the
+// TS scheduler's); a backend owns weights, the KV arena's memory, scratch buffers, and runs the
+// forward pass + sampling.
 #pragma once
 #include <stdint.h>
 
@@ -34,12 +35,13 @@ struct SeqStep {
   int32_t history_len;
 };
 
-// Attention semantics (the same in every backend):
-//  - n_new == 1 (decode): append the token to the tail, encode the window if it just filled
-//    (its tail tokens -> page_off[w]), then attend to the whole cache as stored.
-//  - n_new > 1 (prefill chunk): attend to the cache as stored before the step plus the chunk's
-//    own K/V in full precision (causal), then append the chunk, encoding every window that
-//    fills (kv_bits 1/2).
+// Attention semantics (the same in every backend, nsn.h's rule): a token at position p reads
+// kv_bits 16: exact K/V of positions <= p; kv_bits 1/2: the encoded pages of windows
+// w < (p + 1) / 64 (every complete window before its own, and its own when p completes it)
+// and exact K/V for the rest of its own window. It does not depend on how the sequence is cut
+// into chunks, so a backend encodes the windows a chunk completes before the chunk attends
+// (the CPU backend is the reference). A step writes the pages of windows >= pos0 / 64 and the
+// tail only: earlier pages may be shared with other rows and steps.
 struct StepPlan {
   const SeqStep* seqs;
   int32_t n_seqs;
@@ -51,6 +53,14 @@ struct StepPlan {
   int32_t* pos_top_ids;      // [n_tokens][top_n] or null
   float* pos_top_logprobs;   // [n_tokens][top_n] or null
   float* logits;             // [n_tokens][vocab] or null
+  // Planned by the core, the same for every backend: the token rows that need logits (every
+  // row, in order, when logits is set; else, sequence by sequence, the rows of chunks that want
+  // logprobs and the last row of each sampling sequence) and the plan seq of each. The outputs
+  // arrive preset to "nothing" (token -1, logprobs NaN, top ids -1): a backend writes only
+  // what it computes.
+  const int32_t* logit_rows;  // [n_logit_rows]
+  const int32_t* logit_seq;   // [n_logit_rows]
+  int32_t n_logit_rows;
 };
 
 struct EngineSpec {

@@ -16,15 +16,6 @@ using namespace nsn;
 
 namespace nsn {
 
-PageNeed pages_needed(int32_t kv_bits, int64_t cur_len, int64_t n_new) {
-  const int64_t end = cur_len + n_new;
-  if (kv_bits == 16) {
-    return {0, (uint64_t)((end + kWindow - 1) / kWindow - (cur_len + kWindow - 1) / kWindow)};
-  }
-  // A quantized page per completed window; the fp16 tail arrives with the first token.
-  return {(uint64_t)(end / kWindow - cur_len / kWindow), cur_len == 0 && n_new > 0 ? 1u : 0u};
-}
-
 nsn_sampling default_sampling() {
   nsn_sampling s{};
   s.temperature = 0.0f;
@@ -33,6 +24,10 @@ nsn_sampling default_sampling() {
   s.repetition_penalty = 1.0f;
   s.top_k = 0;
   return s;
+}
+
+bool has_penalty(const nsn_sampling& s) {
+  return s.repetition_penalty != 1.0f || s.frequency_penalty != 0.0f || s.presence_penalty != 0.0f;
 }
 
 }  // namespace nsn
@@ -110,7 +105,7 @@ nsn_status resolve_options(nsn_engine_options& o) {
   REQUIRE(o.debug_checks == 0 || o.debug_checks == 1, "options: debug_checks %d must be 0 or 1",
           o.debug_checks);
   if (o.n_threads == 0) o.n_threads = (int32_t)std::max(1u, std::thread::hardware_concurrency());
-  if (o.max_seqs == 0) o.max_seqs = 256;
+  if (o.max_seqs == 0) o.max_seqs = 16384;
   if (o.max_step_tokens == 0) o.max_step_tokens = 2048;
   return NSN_OK;
 }
@@ -137,21 +132,6 @@ nsn_status require_seq(nsn_engine* e, int32_t seq, Seq** out) {
 }
 
 bool valid_kv_bits(int32_t b) { return b == 16 || b == 2 || b == 1; }
-
-// The per-sequence view backend.h's read_kv takes: the cache as stored, nothing appended.
-SeqStep stored_view(const Seq& s, int32_t seq, std::vector<int64_t>& table) {
-  SeqStep v{};
-  v.seq = seq;
-  v.kv_bits = s.kv_bits;
-  v.pos0 = s.len;
-  v.n_windows = (s.len + kWindow - 1) / kWindow;
-  table.assign(s.pages.begin(), s.pages.end());
-  if (s.kv_bits != 16 && (int32_t)table.size() < v.n_windows) table.push_back(s.tail);
-  v.page_off = table.data();
-  v.tail_off = s.kv_bits == 16 ? -1 : s.tail;
-  v.sampling = &s.sampling;
-  return v;
-}
 
 }  // namespace
 
@@ -272,8 +252,11 @@ nsn_status nsn_engine_finalize(nsn_engine* e) {
     if ((st = e->backend->alloc_arena(bytes)) != NSN_OK) return st;
     e->arena_bytes = bytes;
     e->spec.opts.kv_pool_bytes = bytes;
-    e->pages.init(bytes, e->page_bytes);
+    e->n_slabs = bytes / e->page_bytes[KV_F16];
+    for (int k = 0; k < kKinds; k++) e->per_slab[k] = e->page_bytes[KV_F16] / e->page_bytes[k];
     e->seqs.assign(e->spec.opts.max_seqs, Seq{});
+    e->free_slots.resize(e->seqs.size());
+    for (size_t i = 0; i < e->seqs.size(); i++) e->free_slots[i] = (int32_t)(e->seqs.size() - 1 - i);
     e->finalized = true;
     return NSN_OK;
   });
@@ -291,11 +274,11 @@ nsn_status nsn_engine_get_info(nsn_engine* e, nsn_engine_info* out) {
     info.n_threads = o.n_threads;
     info.kv_pool_bytes = e->arena_bytes;
     if (e->finalized) {
-      info.kv_bytes_in_use = e->pages.slabs_in_use() * e->pages.slab_bytes();
+      info.n_slabs = e->n_slabs;
       for (int k = 0; k < kKinds; k++) {
         info.page_bytes[k] = e->page_bytes[k];
-        info.pages_in_use[k] = e->pages.pages_in_use(k);
-        info.pages_free_now[k] = e->pages.pages_free_now(k);
+        info.pages_per_slab[k] = e->per_slab[k];
+        info.page_ids[k] = e->page_ids(k);
         info.token_bytes[k] = e->page_bytes[k] / kWindow;
       }
     }
@@ -316,19 +299,20 @@ nsn_status nsn_seq_create(nsn_engine* e, int32_t kv_bits, int32_t* seq_out) {
     if (st != NSN_OK) return st;
     REQUIRE(valid_kv_bits(kv_bits), "kv_bits %d must be 16, 2 or 1", kv_bits);
     REQUIRE(seq_out, "seq_out is null");
-    for (int32_t i = 0; i < (int32_t)e->seqs.size(); i++) {
-      Seq& s = e->seqs[i];
-      if (s.live) continue;
-      s = Seq{};
-      s.live = true;
-      s.kv_bits = kv_bits;
-      s.sampling = default_sampling();
-      e->seqs_in_use++;
-      *seq_out = i;
-      return NSN_OK;
+    if (e->free_slots.empty()) {
+      return set_error(NSN_E_OOM, "all %d sequence slots are in use (max_seqs)",
+                       (int32_t)e->seqs.size());
     }
-    return set_error(NSN_E_OOM, "all %d sequence slots are in use (max_seqs)",
-                     (int32_t)e->seqs.size());
+    const int32_t i = e->free_slots.back();
+    Seq& s = e->seqs[i];
+    s = Seq{};
+    s.live = true;
+    s.kv_bits = kv_bits;
+    s.sampling = default_sampling();
+    e->free_slots.pop_back();
+    e->seqs_in_use++;
+    *seq_out = i;
+    return NSN_OK;
   });
 }
 
@@ -337,10 +321,8 @@ nsn_status nsn_seq_free(nsn_engine* e, int32_t seq) {
     Seq* s = nullptr;
     nsn_status st = require_seq(e, seq, &s);
     if (st != NSN_OK) return st;
-    const int kind = kind_of_bits(s->kv_bits);
-    for (int64_t off : s->pages) e->pages.free(kind, off);
-    if (s->tail >= 0) e->pages.free(KV_F16, s->tail);
     *s = Seq{};
+    e->free_slots.push_back(seq);  // capacity = max_seqs: no allocation
     e->seqs_in_use--;
     return NSN_OK;
   });
@@ -392,48 +374,46 @@ nsn_status nsn_seq_set_sampling(nsn_engine* e, int32_t seq, const nsn_sampling* 
   });
 }
 
-nsn_status nsn_seq_length(nsn_engine* e, int32_t seq, int32_t* len_out) {
-  return guarded([&]() -> nsn_status {
-    Seq* s = nullptr;
-    nsn_status st = require_seq(e, seq, &s);
-    if (st != NSN_OK) return st;
-    REQUIRE(len_out, "len_out is null");
-    *len_out = s->len;
-    return NSN_OK;
-  });
-}
-
-nsn_status nsn_pages_needed(nsn_engine* e, int32_t kv_bits, int32_t cur_len, int32_t n_new,
-                            int32_t* quant_pages_out, int32_t* fp16_pages_out) {
-  return guarded([&]() -> nsn_status {
-    REQUIRE(e, "engine handle is null");
-    REQUIRE(valid_kv_bits(kv_bits), "kv_bits %d must be 16, 2 or 1", kv_bits);
-    REQUIRE(cur_len >= 0, "cur_len %d must be >= 0", cur_len);
-    REQUIRE(n_new >= 0, "n_new %d must be >= 0", n_new);
-    REQUIRE(quant_pages_out && fp16_pages_out, "page count outputs are null");
-    const PageNeed need = pages_needed(kv_bits, cur_len, n_new);
-    *quant_pages_out = (int32_t)need.quant;
-    *fp16_pages_out = (int32_t)need.fp16;
-    return NSN_OK;
-  });
-}
-
-nsn_status nsn_seq_read_kv(nsn_engine* e, int32_t seq, int32_t layer, int32_t kv_head,
+nsn_status nsn_seq_read_kv(nsn_engine* e, int32_t kv_bits, const int32_t* pages, int32_t n_pages,
+                           int32_t tail_page, int32_t len, int32_t layer, int32_t kv_head,
                            int32_t start, int32_t count, float* k_out, float* v_out) {
   return guarded([&]() -> nsn_status {
-    Seq* s = nullptr;
-    nsn_status st = require_seq(e, seq, &s);
+    nsn_status st = require_engine(e, true);
     if (st != NSN_OK) return st;
     const nsn_model_config& c = e->spec.cfg;
+    REQUIRE(valid_kv_bits(kv_bits), "kv_bits %d must be 16, 2 or 1", kv_bits);
+    REQUIRE(len >= 0 && len <= c.max_position, "len %d must be in [0, max_position = %d]", len,
+            c.max_position);
     REQUIRE(layer >= 0 && layer < c.n_layers, "layer %d is out of range [0, %d)", layer, c.n_layers);
     REQUIRE(kv_head >= 0 && kv_head < c.n_kv_heads, "kv_head %d is out of range [0, %d)", kv_head,
             c.n_kv_heads);
-    REQUIRE(start >= 0 && count >= 0 && (int64_t)start + count <= s->len,
-            "tokens [%d, %d + %d) are not in seq %d (length %d)", start, start, count, seq, s->len);
+    REQUIRE(start >= 0 && count >= 0 && (int64_t)start + count <= len,
+            "tokens [%d, %d + %d) are not in a cache of %d tokens", start, start, count, len);
     REQUIRE(count == 0 || (k_out && v_out), "k_out / v_out is null");
+    const int32_t want = table_pages(kv_bits, len);
+    REQUIRE(n_pages == want, "n_pages %d: a cache of %d tokens at kv_bits %d has %d pages", n_pages,
+            len, kv_bits, want);
+    REQUIRE(n_pages == 0 || pages, "pages is null");
+    const int kind = kind_of_bits(kv_bits);
+    std::vector<int64_t> table(n_pages);
+    for (int32_t i = 0; i < n_pages; i++) {
+      REQUIRE(pages[i] >= 0 && (uint64_t)pages[i] < e->page_ids(kind),
+              "pages[%d] = %d is not a page id of kind %d (< %llu)", i, pages[i], kind,
+              (unsigned long long)e->page_ids(kind));
+      table[i] = e->page_offset(kind, pages[i]);
+    }
+    const bool need_tail = kv_bits != 16 && len % kWindow != 0;
+    REQUIRE(!need_tail || (tail_page >= 0 && (uint64_t)tail_page < e->page_ids(KV_F16)),
+            "tail_page %d is not an fp16 page id (< %llu)", tail_page,
+            (unsigned long long)e->page_ids(KV_F16));
     if (count == 0) return NSN_OK;
-    std::vector<int64_t> table;
-    const SeqStep view = stored_view(*s, seq, table);
+    SeqStep view{};
+    view.kv_bits = kv_bits;
+    view.pos0 = len;
+    view.n_windows = (len + kWindow - 1) / kWindow;
+    if (need_tail) table.push_back(e->page_offset(KV_F16, tail_page));
+    view.page_off = table.data();
+    view.tail_off = need_tail ? e->page_offset(KV_F16, tail_page) : -1;
     return e->backend->read_kv(view, layer, kv_head, start, count, k_out, v_out);
   });
 }

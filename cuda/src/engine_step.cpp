@@ -1,6 +1,7 @@
-// engine_step.cpp: nsn_step. Checks the whole batch, reserves every page it needs (all or
-// nothing), hands the plan to the backend, and rolls the bookkeeping back if the backend fails,
-// so a failed step leaves the engine as it was.
+// engine_step.cpp: nsn_step. Checks the whole batch, page tables included (ids inside the
+// arena, no page written by two rows or written while another row reads it), turns page ids
+// into arena offsets and hands the plan to the backend. The core allocates nothing behind the
+// caller's back: the pages are the caller's (the TS scheduler's).
 #include <math.h>
 
 #include <algorithm>
@@ -20,6 +21,10 @@ struct StepArgs {
   int32_t n_seqs;
   const int32_t* tokens;
   int32_t n_tokens;
+  const int32_t* pages;
+  int32_t n_pages;
+  const int32_t* history;
+  int32_t n_history;
   int32_t top_n;
   nsn_seq_output* out;
   float* pos_logprob;
@@ -27,6 +32,80 @@ struct StepArgs {
   float* pos_top_logprobs;
   float* logits;
 };
+
+// A byte range of the arena: [off, off + bytes).
+struct Range {
+  int64_t off;
+  uint64_t bytes;
+  int32_t row;
+};
+
+// One row's page table and tail: ids in range, the right count for its kv_bits and length.
+nsn_status validate_pages(const nsn_engine& e, const StepArgs& a, int32_t i) {
+  const nsn_seq_input& s = a.in[i];
+  const int32_t kv_bits = e.seqs[s.seq].kv_bits;
+  const int kind = kind_of_bits(kv_bits);
+  const int64_t end = (int64_t)s.pos0 + s.n_tokens;
+  const int32_t want = table_pages(kv_bits, end);
+  REQUIRE(s.n_pages == want, "seqs[%d]: n_pages %d, but %lld tokens at kv_bits %d take %d pages", i,
+          s.n_pages, (long long)end, kv_bits, want);
+  REQUIRE(s.page_offset >= 0 && (int64_t)s.page_offset + s.n_pages <= a.n_pages,
+          "seqs[%d]: pages [%d, %d + %d) exceed n_pages %d", i, s.page_offset, s.page_offset,
+          s.n_pages, a.n_pages);
+  for (int32_t w = 0; w < s.n_pages; w++) {
+    const int32_t id = a.pages[s.page_offset + w];
+    REQUIRE(id >= 0 && (uint64_t)id < e.page_ids(kind),
+            "seqs[%d]: page %d of its table is id %d, not a kv_bits %d page id (< %llu)", i, w, id,
+            kv_bits, (unsigned long long)e.page_ids(kind));
+  }
+  if (kv_bits == 16) {
+    REQUIRE(s.tail_page == -1, "seqs[%d]: tail_page %d must be -1 at kv_bits 16", i, s.tail_page);
+  } else {
+    REQUIRE(s.tail_page >= 0 && (uint64_t)s.tail_page < e.page_ids(KV_F16),
+            "seqs[%d]: tail_page %d is not an fp16 page id (< %llu)", i, s.tail_page,
+            (unsigned long long)e.page_ids(KV_F16));
+  }
+  return NSN_OK;
+}
+
+// No page is written by two rows, and none is written while another row reads it.
+nsn_status validate_writes(const nsn_engine& e, const StepArgs& a) {
+  std::vector<Range> writes, reads;
+  for (int32_t i = 0; i < a.n_seqs; i++) {
+    const nsn_seq_input& s = a.in[i];
+    const int32_t kv_bits = e.seqs[s.seq].kv_bits;
+    const int kind = kind_of_bits(kv_bits);
+    const int32_t first_written = s.pos0 / kWindow;
+    for (int32_t w = 0; w < s.n_pages; w++) {
+      const Range r{e.page_offset(kind, a.pages[s.page_offset + w]), e.page_bytes[kind], i};
+      (w < first_written ? reads : writes).push_back(r);
+    }
+    if (kv_bits != 16) writes.push_back({e.page_offset(KV_F16, s.tail_page), e.page_bytes[KV_F16], i});
+  }
+  auto by_off = [](const Range& x, const Range& y) { return x.off < y.off; };
+  std::sort(writes.begin(), writes.end(), by_off);
+  std::sort(reads.begin(), reads.end(), by_off);
+  for (size_t j = 1; j < writes.size(); j++) {
+    const Range &p = writes[j - 1], &q = writes[j];
+    REQUIRE(p.off + (int64_t)p.bytes <= q.off,
+            "seqs[%d] and seqs[%d] write the same KV memory (arena bytes %lld and %lld)", p.row,
+            q.row, (long long)p.off, (long long)q.off);
+  }
+  for (const Range& w : writes) {
+    // A read range overlapping w starts after w.off - (the largest page) and before w's end.
+    const int64_t from = w.off - (int64_t)e.page_bytes[KV_F16] + 1;
+    auto it = std::lower_bound(reads.begin(), reads.end(), from,
+                               [](const Range& r, int64_t off) { return r.off < off; });
+    for (; it != reads.end() && it->off < w.off + (int64_t)w.bytes; ++it) {
+      if (it->off + (int64_t)it->bytes > w.off) {
+        return set_error(NSN_E_INVALID,
+                         "seqs[%d] writes KV memory (arena byte %lld) that seqs[%d] reads", w.row,
+                         (long long)w.off, it->row);
+      }
+    }
+  }
+  return NSN_OK;
+}
 
 nsn_status validate(const nsn_engine& e, const StepArgs& a) {
   const nsn_model_config& c = e.spec.cfg;
@@ -39,6 +118,8 @@ nsn_status validate(const nsn_engine& e, const StepArgs& a) {
           "n_tokens %d must be in [1, max_step_tokens = %d]", a.n_tokens, e.spec.opts.max_step_tokens);
   REQUIRE(a.top_n >= 0 && a.top_n <= NSN_MAX_TOP_N, "top_n %d must be in [0, %d]", a.top_n,
           NSN_MAX_TOP_N);
+  REQUIRE(a.n_pages >= 0, "n_pages %d must be >= 0", a.n_pages);
+  REQUIRE(a.n_history >= 0, "n_history %d must be >= 0", a.n_history);
   std::vector<uint8_t> listed(max_seqs, 0);
   std::vector<std::pair<int32_t, int32_t>> spans(a.n_seqs);  // (token_offset, n_tokens)
   bool any_sample = false, any_logprobs = false;
@@ -58,9 +139,23 @@ nsn_status validate(const nsn_engine& e, const StepArgs& a) {
             i, s.want_logprobs);
     REQUIRE(s.next_token >= -1 && s.next_token < c.vocab_size,
             "seqs[%d].next_token %d must be -1 or in [0, %d)", i, s.next_token, c.vocab_size);
-    const int64_t end = (int64_t)e.seqs[s.seq].len + s.n_tokens;
+    REQUIRE(s.pos0 >= 0, "seqs[%d].pos0 %d must be >= 0", i, s.pos0);
+    const int64_t end = (int64_t)s.pos0 + s.n_tokens;
     REQUIRE(end <= c.max_position, "seqs[%d]: seq %d would reach %lld tokens, max_position is %d", i,
             s.seq, (long long)end, c.max_position);
+    REQUIRE(s.reserved == 0, "seqs[%d].reserved %d must be 0", i, s.reserved);
+    if (s.history_offset == -1) {
+      REQUIRE(!s.sample || !has_penalty(e.seqs[s.seq].sampling),
+              "seqs[%d]: its sampling has penalties, so it needs its history (history_offset -1)", i);
+    } else {
+      REQUIRE(a.history, "seqs[%d]: history_offset %d but history is null", i, s.history_offset);
+      REQUIRE(s.history_offset >= 0 && (int64_t)s.history_offset + s.pos0 <= a.n_history,
+              "seqs[%d]: history [%d, %d + %d) exceeds n_history %d", i, s.history_offset,
+              s.history_offset, s.pos0, a.n_history);
+    }
+    REQUIRE(a.pages || s.n_pages == 0, "pages is null");
+    nsn_status st = validate_pages(e, a, i);
+    if (st != NSN_OK) return st;
     spans[i] = {s.token_offset, s.n_tokens};
     any_sample |= s.sample == 1;
     any_logprobs |= s.want_logprobs == 1;
@@ -78,6 +173,14 @@ nsn_status validate(const nsn_engine& e, const StepArgs& a) {
     REQUIRE(a.tokens[t] >= 0 && a.tokens[t] < c.vocab_size, "tokens[%d] = %d is not in [0, %d)", t,
             a.tokens[t], c.vocab_size);
   }
+  for (int32_t i = 0; i < a.n_seqs; i++) {
+    const nsn_seq_input& s = a.in[i];
+    if (s.history_offset < 0) continue;
+    for (int32_t t = s.history_offset; t < s.history_offset + s.pos0; t++) {
+      REQUIRE(a.history[t] >= 0 && a.history[t] < c.vocab_size,
+              "history[%d] = %d (seqs[%d]) is not in [0, %d)", t, a.history[t], i, c.vocab_size);
+    }
+  }
   REQUIRE(!any_sample || a.out, "a sequence samples but out is null");
   REQUIRE(!any_logprobs || a.pos_logprob, "a sequence wants logprobs but pos_logprob is null");
   REQUIRE(!any_logprobs || a.top_n == 0 || (a.pos_top_ids && a.pos_top_logprobs),
@@ -85,102 +188,77 @@ nsn_status validate(const nsn_engine& e, const StepArgs& a) {
   return NSN_OK;
 }
 
-// What one sequence had before the step, to undo its allocations.
-struct Undo {
-  Seq* seq;
-  size_t n_pages;
-  bool took_tail;
-};
+// Backend-independent planning (backend.h StepPlan): the rows that need logits.
+void plan_logit_rows(const StepPlan& plan, std::vector<int32_t>& rows, std::vector<int32_t>& seq) {
+  if (plan.logits) {
+    seq.resize(plan.n_tokens);
+    for (int32_t i = 0; i < plan.n_seqs; i++)
+      for (int32_t j = 0; j < plan.seqs[i].n_new; j++) seq[plan.seqs[i].tok_offset + j] = i;
+    for (int32_t t = 0; t < plan.n_tokens; t++) rows.push_back(t);
+    return;
+  }
+  for (int32_t i = 0; i < plan.n_seqs; i++) {
+    const SeqStep& s = plan.seqs[i];
+    const int32_t first = s.want_logprobs ? 0 : s.sample ? s.n_new - 1 : s.n_new;
+    for (int32_t j = first; j < s.n_new; j++) {
+      rows.push_back(s.tok_offset + j);
+      seq.push_back(i);
+    }
+  }
+}
 
-void roll_back(nsn_engine& e, const std::vector<Undo>& undo) {
-  for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
-    Seq& s = *it->seq;
-    const int kind = kind_of_bits(s.kv_bits);
-    while (s.pages.size() > it->n_pages) {
-      e.pages.free(kind, s.pages.back());
-      s.pages.pop_back();
-    }
-    if (it->took_tail) {
-      e.pages.free(KV_F16, s.tail);
-      s.tail = -1;
-    }
+// Every output starts as "nothing"; the backend fills what it computes.
+void preset_outputs(const StepPlan& plan) {
+  const size_t T = plan.n_tokens, top = plan.top_n;
+  if (plan.pos_logprob) std::fill(plan.pos_logprob, plan.pos_logprob + T, NAN);
+  if (top && plan.pos_top_ids) std::fill(plan.pos_top_ids, plan.pos_top_ids + T * top, -1);
+  if (top && plan.pos_top_logprobs) std::fill(plan.pos_top_logprobs, plan.pos_top_logprobs + T * top, NAN);
+  for (int32_t i = 0; plan.out && i < plan.n_seqs; i++) {
+    nsn_seq_output& o = plan.out[i];
+    o.token = -1;
+    o.logprob = NAN;
+    std::fill(o.top_ids, o.top_ids + NSN_MAX_TOP_N, -1);
+    std::fill(o.top_logprobs, o.top_logprobs + NSN_MAX_TOP_N, NAN);
   }
 }
 
 nsn_status run_step(nsn_engine& e, const StepArgs& a) {
   nsn_status st = validate(e, a);
   if (st != NSN_OK) return st;
+  if ((st = validate_writes(e, a)) != NSN_OK) return st;
 
-  // Everything that can throw happens before the first page is taken.
-  uint64_t need[kKinds] = {};
+  // Page tables as arena offsets; kv_bits 1/2 add the tail for a partial last window.
   size_t n_table = 0;
-  for (int32_t i = 0; i < a.n_seqs; i++) {
-    Seq& s = e.seqs[a.in[i].seq];
-    const PageNeed p = pages_needed(s.kv_bits, s.len, a.in[i].n_tokens);
-    need[kind_of_bits(s.kv_bits)] += p.quant;
-    need[KV_F16] += p.fp16;
-    s.pages.reserve(s.pages.size() + p.quant + p.fp16);
-    s.history.reserve(s.len + a.in[i].n_tokens);
-    n_table += (s.len + a.in[i].n_tokens + kWindow - 1) / kWindow;
-  }
-  if (!e.pages.fits(need)) {
-    return set_error(NSN_E_OOM,
-                     "KV pool exhausted: the step needs %llu fp16, %llu 2-bit and %llu 1-bit pages; "
-                     "free now: %llu, %llu, %llu",
-                     (unsigned long long)need[0], (unsigned long long)need[1],
-                     (unsigned long long)need[2], (unsigned long long)e.pages.pages_free_now(0),
-                     (unsigned long long)e.pages.pages_free_now(1),
-                     (unsigned long long)e.pages.pages_free_now(2));
-  }
-  std::vector<SeqStep> plan_seqs(a.n_seqs);
+  for (int32_t i = 0; i < a.n_seqs; i++) n_table += a.in[i].n_pages + 1;
   std::vector<int64_t> table;
   table.reserve(n_table);
-  std::vector<Undo> undo;
-  undo.reserve(a.n_seqs);
-
+  std::vector<SeqStep> plan_seqs(a.n_seqs);
   for (int32_t i = 0; i < a.n_seqs; i++) {
     const nsn_seq_input& in = a.in[i];
-    Seq& s = e.seqs[in.seq];
-    const PageNeed p = pages_needed(s.kv_bits, s.len, in.n_tokens);
+    const Seq& s = e.seqs[in.seq];
     const int kind = kind_of_bits(s.kv_bits);
-    undo.push_back({&s, s.pages.size(), p.fp16 > 0 && s.kv_bits != 16});
-    if (s.kv_bits == 16) {
-      for (uint64_t j = 0; j < p.fp16; j++) s.pages.push_back(e.pages.alloc(KV_F16));
-    } else {
-      if (p.fp16) s.tail = e.pages.alloc(KV_F16);
-      for (uint64_t j = 0; j < p.quant; j++) s.pages.push_back(e.pages.alloc(kind));
-    }
     SeqStep& ps = plan_seqs[i];
     ps.seq = in.seq;
     ps.kv_bits = s.kv_bits;
-    ps.pos0 = s.len;
+    ps.pos0 = in.pos0;
     ps.n_new = in.n_tokens;
     ps.tok_offset = in.token_offset;
     ps.sample = in.sample;
     ps.want_logprobs = in.want_logprobs;
     ps.next_token = in.next_token;
-    ps.n_windows = (s.len + in.n_tokens + kWindow - 1) / kWindow;
-    // Page table: complete windows, then (kv_bits 1/2) the tail for a partial last window.
+    ps.n_windows = (in.pos0 + in.n_tokens + kWindow - 1) / kWindow;
     ps.page_off = table.data() + table.size();
-    table.insert(table.end(), s.pages.begin(), s.pages.end());
-    if (s.kv_bits != 16 && (int32_t)s.pages.size() < ps.n_windows) table.push_back(s.tail);
-    ps.tail_off = s.kv_bits == 16 ? -1 : s.tail;
+    for (int32_t w = 0; w < in.n_pages; w++) {
+      table.push_back(e.page_offset(kind, a.pages[in.page_offset + w]));
+    }
+    ps.tail_off = s.kv_bits == 16 ? -1 : e.page_offset(KV_F16, in.tail_page);
+    if (s.kv_bits != 16 && in.n_pages < ps.n_windows) table.push_back(ps.tail_off);
     ps.sampling = &s.sampling;
     ps.bias_ids = s.bias_ids.data();
     ps.bias_values = s.bias_values.data();
     ps.n_bias = (int32_t)s.bias_ids.size();
-    ps.history = s.history.data();
-    ps.history_len = s.len;
-  }
-  for (const Undo& u : undo) {
-    for (size_t j = u.n_pages; j < u.seq->pages.size(); j++) {
-      if (u.seq->pages[j] < 0) st = NSN_E_INTERNAL;
-    }
-    if (u.took_tail && u.seq->tail < 0) st = NSN_E_INTERNAL;
-  }
-  if (st != NSN_OK) {
-    roll_back(e, undo);
-    return set_error(st, "page allocation failed although the pool had room (allocator bug)");
+    ps.history = in.history_offset < 0 ? nullptr : a.history + in.history_offset;
+    ps.history_len = in.pos0;
   }
 
   StepPlan plan{};
@@ -194,23 +272,14 @@ nsn_status run_step(nsn_engine& e, const StepArgs& a) {
   plan.pos_top_ids = a.pos_top_ids;
   plan.pos_top_logprobs = a.pos_top_logprobs;
   plan.logits = a.logits;
-  try {
-    st = e.backend->step(plan);
-  } catch (...) {
-    roll_back(e, undo);
-    throw;
-  }
-  if (st != NSN_OK) {
-    roll_back(e, undo);
-    return st;
-  }
-  for (int32_t i = 0; i < a.n_seqs; i++) {
-    const nsn_seq_input& in = a.in[i];
-    Seq& s = e.seqs[in.seq];
-    s.history.insert(s.history.end(), a.tokens + in.token_offset,
-                     a.tokens + in.token_offset + in.n_tokens);  // capacity reserved: no throw
-    s.len += in.n_tokens;
-  }
+  std::vector<int32_t> logit_rows, logit_seq;
+  plan_logit_rows(plan, logit_rows, logit_seq);
+  plan.logit_rows = logit_rows.data();
+  plan.logit_seq = logit_seq.data();
+  plan.n_logit_rows = (int32_t)logit_rows.size();
+  preset_outputs(plan);
+  st = e.backend->step(plan);
+  if (st != NSN_OK) return st;
   if (e.spec.opts.debug_checks) return e.check();
   return NSN_OK;
 }
@@ -218,9 +287,10 @@ nsn_status run_step(nsn_engine& e, const StepArgs& a) {
 }  // namespace
 
 extern "C" nsn_status nsn_step(nsn_engine* e, const nsn_seq_input* seqs, int32_t n_seqs,
-                               const int32_t* tokens, int32_t n_tokens, int32_t top_n,
-                               nsn_seq_output* out, float* pos_logprob, int32_t* pos_top_ids,
-                               float* pos_top_logprobs, float* logits) {
+                               const int32_t* tokens, int32_t n_tokens, const int32_t* pages,
+                               int32_t n_pages, const int32_t* history, int32_t n_history,
+                               int32_t top_n, nsn_seq_output* out, float* pos_logprob,
+                               int32_t* pos_top_ids, float* pos_top_logprobs, float* logits) {
   return guarded([&]() -> nsn_status {
     if (!e) return set_error(NSN_E_INVALID, "engine handle is null");
     if (!e->finalized) {
@@ -230,8 +300,8 @@ extern "C" nsn_status nsn_step(nsn_engine* e, const nsn_seq_input* seqs, int32_t
       e->faults_pending--;
       return set_error(NSN_E_INTERNAL, "injected fault");
     }
-    const StepArgs a{seqs, n_seqs, tokens, n_tokens, top_n, out, pos_logprob, pos_top_ids,
-                     pos_top_logprobs, logits};
+    const StepArgs a{seqs, n_seqs, tokens, n_tokens, pages, n_pages, history, n_history, top_n,
+                     out, pos_logprob, pos_top_ids, pos_top_logprobs, logits};
     return run_step(*e, a);
   });
 }

@@ -1,5 +1,5 @@
 // test_engine.cpp: the native library's tests on the CPU backend (make -C cuda test).
-// ABI validation and allocator here; model consistency in test_forward.cpp; sampling in
+// ABI validation (page tables included) here; model consistency in test_forward.cpp; sampling in
 // test_sampling.cpp; conversions and RoPE in test_numerics.cpp.
 #include <stdlib.h>
 
@@ -79,13 +79,15 @@ void test_create_validation() {
     p.backend = NSN_BACKEND_AUTO;
     CHECK_ST(nsn_engine_create(&c, &p, &e), NSN_OK);
     CHECK(info(e).backend == NSN_BACKEND_CPU, "auto resolves to cpu without a GPU");
-    nsn_engine_destroy(e);
+    forget_engine(e);
+  nsn_engine_destroy(e);
   }
   // Null options mean defaults.
   CHECK_ST(nsn_engine_create(&c, nullptr, &e), NSN_OK);
   const nsn_engine_info i = info(e);
-  CHECK(i.max_seqs == 256 && i.max_step_tokens == 2048 && i.n_threads >= 1, "defaults: %d %d %d",
+  CHECK(i.max_seqs == 16384 && i.max_step_tokens == 2048 && i.n_threads >= 1, "defaults: %d %d %d",
         i.max_seqs, i.max_step_tokens, i.n_threads);
+  forget_engine(e);
   nsn_engine_destroy(e);
   nsn_engine_destroy(nullptr);
 }
@@ -112,12 +114,13 @@ void test_weight_validation() {
   CHECK_ST(nsn_engine_finalize(e), NSN_E_STATE);
   CHECK(error_mentions("never set"), "%s", nsn_last_error());
   int32_t seq;
-  CHECK_ST(nsn_seq_create(e, 16, &seq), NSN_E_STATE);
+  CHECK_ST(seq_create(e, 16, &seq), NSN_E_STATE);
   CHECK_ST(nsn_engine_init_random(e, 1), NSN_OK);
   CHECK_ST(nsn_engine_finalize(e), NSN_OK);
   CHECK_ST(nsn_engine_finalize(e), NSN_E_STATE);
   CHECK_ST(nsn_engine_set_weight(e, NSN_W_EMBED, -1, NSN_F32, w.data(), w.size()), NSN_E_STATE);
   // fp16/bf16 inputs are accepted before finalize only; shapes were checked above.
+  forget_engine(e);
   nsn_engine_destroy(e);
 }
 
@@ -128,23 +131,27 @@ void test_step_validation() {
   o.max_step_tokens = 128;
   nsn_engine* e = make_engine(c, o);
   int32_t a, b;
-  CHECK_ST(nsn_seq_create(e, 16, &a), NSN_OK);
-  CHECK_ST(nsn_seq_create(e, 2, &b), NSN_OK);
-  CHECK_ST(nsn_seq_create(e, 4, &b), NSN_E_INVALID);
+  CHECK_ST(seq_create(e, 16, &a), NSN_OK);
+  CHECK_ST(seq_create(e, 2, &b), NSN_OK);
+  CHECK_ST(seq_create(e, 4, &b), NSN_E_INVALID);
   CHECK(error_mentions("kv_bits"), "%s", nsn_last_error());
-  CHECK_ST(nsn_seq_create(e, 2, nullptr), NSN_E_INVALID);
+  CHECK_ST(seq_create(e, 2, nullptr), NSN_E_INVALID);
   CHECK(step(e, 512, {{a, {1, 2, 3}}, {b, {4, 5}}}).status == NSN_OK, "%s", nsn_last_error());
-  const nsn_engine_info before = info(e);
 
+  // Raw rows for a (16-bit, 3 tokens from pos0 3: fp16 page 0) and b (2-bit, tail page 1).
   std::vector<int32_t> toks = {1, 2, 3};
-  nsn_seq_input in{a, 3, 0, 0, 0, -1};
+  std::vector<int32_t> pages = {0, 5, 6};
+  nsn_seq_input in{a, 3, 3, 0, 0, 0, -1, 0, 1, -1, -1, 0};
   nsn_seq_output out[2];
   float lp[8];
   auto raw = [&](const nsn_seq_input* s, int n_seqs, const int32_t* t, int n_t, int top_n,
                  nsn_seq_output* o_, float* l_) {
-    return nsn_step(e, s, n_seqs, t, n_t, top_n, o_, l_, nullptr, nullptr, nullptr);
+    return nsn_step(e, s, n_seqs, t, n_t, pages.data(), (int32_t)pages.size(), nullptr, 0, top_n,
+                    o_, l_, nullptr, nullptr, nullptr);
   };
-  CHECK_ST(nsn_step(nullptr, &in, 1, toks.data(), 3, 0, out, nullptr, nullptr, nullptr, nullptr), NSN_E_INVALID);
+  CHECK_ST(nsn_step(nullptr, &in, 1, toks.data(), 3, pages.data(), 3, nullptr, 0, 0, out, nullptr,
+                    nullptr, nullptr, nullptr),
+           NSN_E_INVALID);
   CHECK_ST(raw(&in, 0, toks.data(), 3, 0, out, nullptr), NSN_E_INVALID);
   CHECK_ST(raw(nullptr, 1, toks.data(), 3, 0, out, nullptr), NSN_E_INVALID);
   CHECK_ST(raw(&in, 1, nullptr, 3, 0, out, nullptr), NSN_E_INVALID);
@@ -160,9 +167,14 @@ void test_step_validation() {
   bad.n_tokens = 2;  // leaves token 2 uncovered
   CHECK_ST(raw(&bad, 1, toks.data(), 3, 0, out, nullptr), NSN_E_INVALID);
   CHECK(error_mentions("tile") || error_mentions("cover"), "%s", nsn_last_error());
-  nsn_seq_input two[2] = {{a, 2, 0, 0, 0, -1}, {b, 2, 1, 0, 0, -1}};  // overlap
+  nsn_seq_input two[2] = {in, in};  // overlapping token spans
+  two[0].n_tokens = 2;
+  two[1] = {b, 2, 2, 1, 0, 0, -1, 0, 0, 1, -1, 0};
   CHECK_ST(raw(two, 2, toks.data(), 3, 0, out, nullptr), NSN_E_INVALID);
-  nsn_seq_input dup[2] = {{a, 1, 0, 0, 0, -1}, {a, 2, 1, 0, 0, -1}};
+  nsn_seq_input dup[2] = {in, in};
+  dup[0].n_tokens = 1;
+  dup[1].n_tokens = 2;
+  dup[1].token_offset = 1;
   CHECK_ST(raw(dup, 2, toks.data(), 3, 0, out, nullptr), NSN_E_INVALID);
   CHECK(error_mentions("twice"), "%s", nsn_last_error());
   std::vector<int32_t> bad_tok = {1, 512, 3};
@@ -179,9 +191,56 @@ void test_step_validation() {
   bad.next_token = 512;
   CHECK_ST(raw(&bad, 1, toks.data(), 3, 0, out, nullptr), NSN_E_INVALID);
   std::vector<int32_t> many(129, 1);
-  nsn_seq_input big{a, 129, 0, 0, 0, -1};
+  nsn_seq_input big = in;
+  big.n_tokens = 129;
   CHECK_ST(raw(&big, 1, many.data(), 129, 0, out, nullptr), NSN_E_INVALID);
   CHECK(error_mentions("max_step_tokens"), "%s", nsn_last_error());
+  // Page tables: counts, ids, tails, history, no page written twice or while read.
+  CHECK_ST(raw(&in, 1, toks.data(), 3, 0, out, nullptr), NSN_OK);  // the valid row
+  in.pos0 = 6;
+  const struct {
+    const char* what;
+    void (*edit)(nsn_seq_input&);
+  } bad_rows[] = {
+      {"n_pages", [](nsn_seq_input& r) { r.n_pages = 2; }},
+      {"n_pages", [](nsn_seq_input& r) { r.n_pages = 0; }},
+      {"exceed n_pages", [](nsn_seq_input& r) { r.page_offset = 3; }},
+      {"exceed n_pages", [](nsn_seq_input& r) { r.page_offset = -1; }},
+      {"tail_page", [](nsn_seq_input& r) { r.tail_page = 4; }},
+      {"pos0", [](nsn_seq_input& r) { r.pos0 = -1; }},
+      {"history", [](nsn_seq_input& r) { r.history_offset = 0; }},
+      {"reserved", [](nsn_seq_input& r) { r.reserved = 1; }},
+  };
+  for (const auto& br : bad_rows) {
+    nsn_seq_input r = in;
+    br.edit(r);
+    CHECK_ST(raw(&r, 1, toks.data(), 3, 0, out, nullptr), NSN_E_INVALID);
+    CHECK(error_mentions(br.what), "message names %s: %s", br.what, nsn_last_error());
+  }
+  const nsn_engine_info ei = info(e);
+  pages[0] = (int32_t)ei.page_ids[0];  // one past the last fp16 page id
+  CHECK_ST(raw(&in, 1, toks.data(), 3, 0, out, nullptr), NSN_E_INVALID);
+  CHECK(error_mentions("page id"), "%s", nsn_last_error());
+  pages[0] = -1;
+  CHECK_ST(raw(&in, 1, toks.data(), 3, 0, out, nullptr), NSN_E_INVALID);
+  pages[0] = 0;
+  nsn_seq_input pair[2] = {in, {b, 2, 1, 3, 0, 0, -1, 0, 0, 0, -1, 0}};  // b's tail = a's page
+  CHECK_ST(raw(pair, 2, many.data(), 4, 0, out, nullptr), NSN_E_INVALID);
+  CHECK(error_mentions("same KV memory"), "%s", nsn_last_error());
+  // a (at pos0 64) reads page 0, while b's tail is page 0.
+  nsn_seq_input reader = in;
+  reader.pos0 = 64;
+  reader.n_pages = 2;  // pages 0 (read) and 5 (written)
+  pair[0] = reader;
+  CHECK_ST(raw(pair, 2, many.data(), 4, 0, out, nullptr), NSN_E_INVALID);
+  CHECK(error_mentions("reads"), "%s", nsn_last_error());
+  std::vector<float> kk(64 * 64), vv(64 * 64);
+  const int32_t pg0[1] = {0};
+  CHECK_ST(nsn_seq_read_kv(e, 16, pg0, 1, -1, 6, 0, 0, 0, 6, kk.data(), vv.data()), NSN_OK);
+  CHECK_ST(nsn_seq_read_kv(e, 16, pg0, 2, -1, 6, 0, 0, 0, 6, kk.data(), vv.data()), NSN_E_INVALID);
+  CHECK_ST(nsn_seq_read_kv(e, 2, pg0, 0, -1, 6, 0, 0, 0, 6, kk.data(), vv.data()), NSN_E_INVALID);
+  CHECK_ST(nsn_seq_read_kv(e, 3, pg0, 1, -1, 6, 0, 0, 0, 6, kk.data(), vv.data()), NSN_E_INVALID);
+  in.pos0 = 3;
 
   // Sampling parameters.
   nsn_sampling sp{};
@@ -224,35 +283,26 @@ void test_step_validation() {
 
   // read_kv and the rest of the sequence API.
   std::vector<float> k(64 * 4), v(64 * 4);
-  CHECK_ST(nsn_seq_read_kv(e, a, 0, 0, 0, 3, k.data(), v.data()), NSN_OK);
-  CHECK_ST(nsn_seq_read_kv(e, a, 0, 0, 1, 3, k.data(), v.data()), NSN_E_INVALID);
-  CHECK_ST(nsn_seq_read_kv(e, a, 2, 0, 0, 1, k.data(), v.data()), NSN_E_INVALID);
-  CHECK_ST(nsn_seq_read_kv(e, a, 0, 2, 0, 1, k.data(), v.data()), NSN_E_INVALID);
-  CHECK_ST(nsn_seq_read_kv(e, a, 0, 0, 0, 1, nullptr, v.data()), NSN_E_INVALID);
-  int32_t q, f;
-  CHECK_ST(nsn_pages_needed(e, 3, 0, 1, &q, &f), NSN_E_INVALID);
-  CHECK_ST(nsn_pages_needed(e, 2, -1, 1, &q, &f), NSN_E_INVALID);
-  CHECK_ST(nsn_pages_needed(e, 2, 0, 1, nullptr, &f), NSN_E_INVALID);
-  CHECK_ST(nsn_seq_length(e, 3, &q), NSN_E_INVALID);
-  CHECK_ST(nsn_seq_free(e, 3), NSN_E_INVALID);
+  CHECK_ST(seq_read_kv(e, a, 0, 0, 0, 3, k.data(), v.data()), NSN_OK);
+  CHECK_ST(seq_read_kv(e, a, 0, 0, 1, 6, k.data(), v.data()), NSN_E_INVALID);
+  CHECK_ST(seq_read_kv(e, a, 2, 0, 0, 1, k.data(), v.data()), NSN_E_INVALID);
+  CHECK_ST(seq_read_kv(e, a, 0, 2, 0, 1, k.data(), v.data()), NSN_E_INVALID);
+  CHECK_ST(seq_read_kv(e, a, 0, 0, 0, 1, nullptr, v.data()), NSN_E_INVALID);
+  CHECK_ST(seq_free(e, 3), NSN_E_INVALID);
   CHECK_ST(nsn_engine_inject_fault(e, -1), NSN_E_INVALID);
   CHECK_ST(nsn_engine_get_info(e, nullptr), NSN_E_INVALID);
 
-  // Nothing above changed the engine.
-  const nsn_engine_info after = info(e);
-  CHECK(seq_len(e, a) == 3 && seq_len(e, b) == 2, "lengths %d %d", seq_len(e, a), seq_len(e, b));
-  CHECK(memcmp(before.pages_in_use, after.pages_in_use, sizeof before.pages_in_use) == 0, "pages moved");
   CHECK_ST(nsn_engine_check(e), NSN_OK);
 
   // Sequence slots run out cleanly.
   int32_t s3, s4, s5;
-  CHECK_ST(nsn_seq_create(e, 1, &s3), NSN_OK);
-  CHECK_ST(nsn_seq_create(e, 1, &s4), NSN_OK);
-  CHECK_ST(nsn_seq_create(e, 1, &s5), NSN_E_OOM);
-  CHECK_ST(nsn_seq_free(e, s3), NSN_OK);
-  CHECK_ST(nsn_seq_free(e, s3), NSN_E_INVALID);
-  CHECK_ST(nsn_seq_create(e, 1, &s5), NSN_OK);
-  CHECK(s5 == s3, "the lowest free slot is reused");
+  CHECK_ST(seq_create(e, 1, &s3), NSN_OK);
+  CHECK_ST(seq_create(e, 1, &s4), NSN_OK);
+  CHECK_ST(seq_create(e, 1, &s5), NSN_E_OOM);
+  CHECK_ST(seq_free(e, s3), NSN_OK);
+  CHECK_ST(seq_free(e, s3), NSN_E_INVALID);
+  CHECK_ST(seq_create(e, 1, &s5), NSN_OK);
+  CHECK(s5 == s3, "the freed slot is reused");
 
   // Injected faults: the step fails and changes nothing, then steps work again.
   CHECK_ST(nsn_engine_inject_fault(e, 2), NSN_OK);
@@ -260,19 +310,19 @@ void test_step_validation() {
     CHECK(step(e, 512, {{a, {7}}, {b, {8}}}).status == NSN_E_INTERNAL, "injected fault %d", i);
     CHECK(error_mentions("injected fault"), "%s", nsn_last_error());
   }
-  CHECK(seq_len(e, a) == 3 && seq_len(e, b) == 2, "faulted steps changed lengths");
   CHECK(step(e, 512, {{a, {7}}, {b, {8}}}).status == NSN_OK, "%s", nsn_last_error());
-  CHECK(seq_len(e, a) == 4 && seq_len(e, b) == 3, "lengths after step");
   // max_position bounds the sequence.
   nsn_model_config small = c;
   small.max_position = 100;
   nsn_engine* e2 = make_engine(small, o);
   int32_t z;
-  CHECK_ST(nsn_seq_create(e2, 16, &z), NSN_OK);
+  CHECK_ST(seq_create(e2, 16, &z), NSN_OK);
   CHECK(step(e2, 512, {{z, make_tokens(100, 512, 1)}}).status == NSN_OK, "%s", nsn_last_error());
   CHECK(step(e2, 512, {{z, {1}}}).status == NSN_E_INVALID, "position 100 >= max_position");
   CHECK(error_mentions("max_position"), "%s", nsn_last_error());
+  forget_engine(e2);
   nsn_engine_destroy(e2);
+  forget_engine(e);
   nsn_engine_destroy(e);
 }
 
@@ -284,145 +334,12 @@ void test_abi() {
   test_step_validation();
 }
 
-namespace {
-
-// The pool holds few pages: a step that does not fit fails with NSN_E_OOM and changes nothing.
-void test_oom_atomic() {
-  const nsn_model_config c = tiny_config(64);
-  nsn_engine_options o = cpu_options();
-  const uint64_t fp16_page = nsn::page_bytes(nsn::KV_F16, 64, 0, c.n_layers, c.n_kv_heads);
-  o.kv_pool_bytes = 3 * fp16_page + 100;  // three slabs
-  nsn_engine* e = make_engine(c, o);
-  const nsn_engine_info i0 = info(e);
-  CHECK(i0.pages_free_now[0] == 3, "3 fp16 pages free, got %llu", (unsigned long long)i0.pages_free_now[0]);
-  CHECK(i0.token_bytes[0] == i0.page_bytes[0] / 64, "token_bytes");
-  int32_t a, b, q;
-  CHECK_ST(nsn_seq_create(e, 16, &a), NSN_OK);
-  CHECK_ST(nsn_seq_create(e, 2, &b), NSN_OK);
-  CHECK(step(e, 512, {{a, make_tokens(100, 512, 2)}}).status == NSN_OK, "%s", nsn_last_error());
-  // b needs a tail (fp16) + 2 quantized pages (one slab): 2 slabs, 1 is free.
-  const nsn_engine_info i1 = info(e);
-  const StepOut r = step(e, 512, {{a, {5}}, {b, make_tokens(130, 512, 3)}});
-  CHECK(r.status == NSN_E_OOM, "status %d (%s)", r.status, nsn_last_error());
-  const nsn_engine_info i2 = info(e);
-  CHECK(memcmp(i1.pages_in_use, i2.pages_in_use, sizeof i1.pages_in_use) == 0 &&
-            i1.kv_bytes_in_use == i2.kv_bytes_in_use,
-        "OOM step changed the pool");
-  CHECK(seq_len(e, a) == 100 && seq_len(e, b) == 0, "OOM step changed lengths");
-  CHECK_ST(nsn_engine_check(e), NSN_OK);
-  // Freeing a makes room.
-  CHECK_ST(nsn_seq_free(e, a), NSN_OK);
-  CHECK(step(e, 512, {{b, make_tokens(130, 512, 3)}}).status == NSN_OK, "%s", nsn_last_error());
-  const nsn_engine_info i3 = info(e);
-  CHECK(i3.pages_in_use[0] == 1 && i3.pages_in_use[1] == 2, "tail + 2 pages: %llu %llu",
-        (unsigned long long)i3.pages_in_use[0], (unsigned long long)i3.pages_in_use[1]);
-  CHECK(i3.kv_bytes_in_use == 2 * fp16_page, "two slabs in use");
-  // One free slab left plus the rest of the 2-bit slab.
-  const uint64_t per_slab = i0.pages_free_now[1] / 3;
-  CHECK(i3.pages_free_now[1] == 2 * per_slab - 2, "2-bit pages free: %llu (%llu per slab)",
-        (unsigned long long)i3.pages_free_now[1], (unsigned long long)per_slab);
-  CHECK(i3.pages_free_now[0] == 1, "one fp16 page free");
-  CHECK_ST(nsn_pages_needed(e, 2, 130, 200, &q, &a), NSN_OK);
-  CHECK(q == 3 && a == 0, "pages_needed(2, 130, 200) = %d, %d", q, a);
-  nsn_engine_destroy(e);
-}
-
-// Random create / step / free under a small pool; every step's page use matches
-// nsn_pages_needed; invariants hold throughout; everything returns at the end.
-void test_allocator_stress() {
-  const nsn_model_config c = tiny_config(64);
-  nsn_engine_options o = cpu_options();
-  o.max_seqs = 12;
-  o.max_step_tokens = 256;
-  const uint64_t fp16_page = nsn::page_bytes(nsn::KV_F16, 64, 0, c.n_layers, c.n_kv_heads);
-  o.kv_pool_bytes = 10 * fp16_page;
-  nsn_engine* e = make_engine(c, o);
-  const nsn_engine_info i0 = info(e);
-  std::mt19937 rng(123);
-  std::vector<std::pair<int32_t, int>> live;  // (seq, kv_bits)
-  const int bits[3] = {16, 2, 1};
-  int steps = 0, ooms = 0;
-  for (int it = 0; it < 400; it++) {
-    const int op = rng() % 10;
-    if (op < 2 && live.size() < 12) {
-      int32_t s;
-      const int b = bits[rng() % 3];
-      CHECK_ST(nsn_seq_create(e, b, &s), NSN_OK);
-      live.push_back({s, b});
-    } else if (op < 3 && !live.empty()) {
-      const size_t k = rng() % live.size();
-      CHECK_ST(nsn_seq_free(e, live[k].first), NSN_OK);
-      live.erase(live.begin() + k);
-    } else if (!live.empty()) {
-      std::vector<Chunk> chunks;
-      int64_t need[3] = {};
-      int budget = 256;
-      for (const auto& [s, b] : live) {
-        if (rng() % 2 || budget <= 0) continue;
-        const int n = 1 + (int)(rng() % std::min<uint32_t>(budget, rng() % 3 ? 5 : 150));
-        const int len = seq_len(e, s);
-        if (len + n > c.max_position) continue;
-        budget -= n;
-        int32_t q, f;
-        CHECK_ST(nsn_pages_needed(e, b, len, n, &q, &f), NSN_OK);
-        need[b == 16 ? 0 : b == 2 ? 1 : 2] += q;
-        need[0] += f;
-        chunks.push_back({s, make_tokens(n, 512, rng()), false, false, -1});
-      }
-      if (chunks.empty()) continue;
-      const nsn_engine_info before = info(e);
-      const StepOut r = step(e, 512, chunks, 0, false);
-      const nsn_engine_info after = info(e);
-      if (r.status == NSN_E_OOM) {
-        ooms++;
-        CHECK(memcmp(before.pages_in_use, after.pages_in_use, sizeof before.pages_in_use) == 0,
-              "OOM changed pages");
-        // Make room: drop the longest sequence.
-        size_t worst = 0;
-        for (size_t k = 1; k < live.size(); k++) {
-          if (seq_len(e, live[k].first) > seq_len(e, live[worst].first)) worst = k;
-        }
-        CHECK_ST(nsn_seq_free(e, live[worst].first), NSN_OK);
-        live.erase(live.begin() + worst);
-      } else {
-        CHECK(r.status == NSN_OK, "step: %s", nsn_last_error());
-        steps++;
-        for (int k = 0; k < 3; k++) {
-          const int64_t took = (int64_t)after.pages_in_use[k] - (int64_t)before.pages_in_use[k];
-          CHECK(took == need[k], "kind %d: step took %lld pages, pages_needed said %lld", k,
-                (long long)took, (long long)need[k]);
-        }
-      }
-    }
-    CHECK_ST(nsn_engine_check(e), NSN_OK);
-  }
-  for (const auto& [s, b] : live) CHECK_ST(nsn_seq_free(e, s), NSN_OK);
-  const nsn_engine_info end = info(e);
-  for (int k = 0; k < 3; k++) {
-    CHECK(end.pages_in_use[k] == 0 && end.pages_free_now[k] == i0.pages_free_now[k],
-          "kind %d: %llu in use, %llu free (was %llu)", k, (unsigned long long)end.pages_in_use[k],
-          (unsigned long long)end.pages_free_now[k], (unsigned long long)i0.pages_free_now[k]);
-  }
-  CHECK(end.kv_bytes_in_use == 0 && end.seqs_in_use == 0, "pool empty at the end");
-  CHECK(steps > 50 && ooms > 0, "exercised: %d steps, %d OOMs", steps, ooms);
-  printf("allocator stress: %d steps, %d OOM refusals, all pages returned\n", steps, ooms);
-  nsn_engine_destroy(e);
-}
-
-}  // namespace
-
-void test_allocator() {
-  test_oom_atomic();
-  test_allocator_stress();
-}
-
 // Usage: test_engine [tests|bench]   (default: both)
 int main(int argc, char** argv) {
   const char* what = argc > 1 ? argv[1] : "all";
   if (strcmp(what, "bench") != 0) {
     test_numerics();
     test_abi();
-    test_allocator();
     test_forward();
     test_sampling();
   }

@@ -117,7 +117,7 @@ void test_sampling_engine() {
   const nsn_model_config c = tiny_config(64);
   nsn_engine* e = make_engine(c, cpu_options());
   int32_t s;
-  CHECK_ST(nsn_seq_create(e, 2, &s), NSN_OK);
+  CHECK_ST(seq_create(e, 2, &s), NSN_OK);
   const std::vector<int32_t> prompt = make_tokens(20, V, 51);
   Chunk ch{s, prompt, true, true, -1};
   StepOut r = step(e, V, {ch}, 5);
@@ -144,7 +144,7 @@ void test_sampling_engine() {
 
   // next_token fills the last position; rows not asking for logprobs stay NaN.
   int32_t s2;
-  CHECK_ST(nsn_seq_create(e, 16, &s2), NSN_OK);
+  CHECK_ST(seq_create(e, 16, &s2), NSN_OK);
   r = step(e, V, {{s, {best}, false, true, 7}, {s2, {1, 2, 3}}}, 2);
   CHECK(r.status == NSN_OK, "%s", nsn_last_error());
   CHECK(fabs(r.pos_logprob[0] - (r.logits[7] - lse_ref(r.logits.data(), V))) < 1e-4, "next_token logprob");
@@ -153,8 +153,8 @@ void test_sampling_engine() {
   // Logprobs of a chunk longer than one logits block, with and without the full logits.
   {
     int32_t a, b;
-    CHECK_ST(nsn_seq_create(e, 1, &a), NSN_OK);
-    CHECK_ST(nsn_seq_create(e, 1, &b), NSN_OK);
+    CHECK_ST(seq_create(e, 1, &a), NSN_OK);
+    CHECK_ST(seq_create(e, 1, &b), NSN_OK);
     const std::vector<int32_t> long_prompt = make_tokens(150, V, 52);
     const StepOut with = step(e, V, {{a, long_prompt, true, true, 3}}, 3, true);
     const StepOut without = step(e, V, {{b, long_prompt, true, true, 3}}, 3, false);
@@ -162,8 +162,8 @@ void test_sampling_engine() {
     CHECK(with.pos_logprob == without.pos_logprob && with.pos_top_ids == without.pos_top_ids &&
               with.out[0].token == without.out[0].token,
           "logprobs do not depend on whether logits are returned");
-    CHECK_ST(nsn_seq_free(e, a), NSN_OK);
-    CHECK_ST(nsn_seq_free(e, b), NSN_OK);
+    CHECK_ST(seq_free(e, a), NSN_OK);
+    CHECK_ST(seq_free(e, b), NSN_OK);
   }
 
   // top_k = 1 is greedy whatever the temperature.
@@ -173,6 +173,7 @@ void test_sampling_engine() {
   r = step(e, V, {{s2, {4}, true}});
   CHECK(r.out[0].token == argmax(r.logits.data(), V), "top_k 1 = greedy");
 
+  forget_engine(e);
   nsn_engine_destroy(e);
 
   // min_tokens and logit_bias, each in a fresh engine: same state, only the parameters differ.
@@ -180,7 +181,7 @@ void test_sampling_engine() {
                          const std::vector<float>& bias_values, int* best_out, int* second_out) {
     nsn_engine* f = make_engine(c, cpu_options());
     int32_t q;
-    CHECK_ST(nsn_seq_create(f, 16, &q), NSN_OK);
+    CHECK_ST(seq_create(f, 16, &q), NSN_OK);
     CHECK_ST(nsn_seq_set_sampling(f, q, &p, bias_ids.data(), bias_values.data(), (int32_t)bias_ids.size()),
              NSN_OK);
     const StepOut o = step(f, V, {{q, prompt, true}});
@@ -190,7 +191,8 @@ void test_sampling_engine() {
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return z[a] > z[b]; });
     *best_out = order[0];
     *second_out = order[1];
-    nsn_engine_destroy(f);
+    forget_engine(f);
+  nsn_engine_destroy(f);
     return o.out[0].token;
   };
   int b1, b2;
@@ -216,14 +218,14 @@ void test_seed_batch_independence() {
   auto generate = [&](int companions, uint64_t seed) {
     nsn_engine* e = make_engine(c, cpu_options());
     int32_t s;
-    CHECK_ST(nsn_seq_create(e, 1, &s), NSN_OK);
+    CHECK_ST(seq_create(e, 1, &s), NSN_OK);
     nsn_sampling p = params(1.0f);
     p.top_p = 0.95f;
     p.seed = seed;
     CHECK_ST(nsn_seq_set_sampling(e, s, &p, nullptr, nullptr, 0), NSN_OK);
     std::vector<int32_t> others(companions);
     for (int i = 0; i < companions; i++) {
-      CHECK_ST(nsn_seq_create(e, i % 2 ? 16 : 2, &others[i]), NSN_OK);
+      CHECK_ST(seq_create(e, i % 2 ? 16 : 2, &others[i]), NSN_OK);
       nsn_sampling q = params(0.8f);
       q.seed = 1000 + i;
       CHECK_ST(nsn_seq_set_sampling(e, others[i], &q, nullptr, nullptr, 0), NSN_OK);
@@ -249,7 +251,8 @@ void test_seed_batch_independence() {
       }
       out.push_back(next);
     }
-    nsn_engine_destroy(e);
+    forget_engine(e);
+  nsn_engine_destroy(e);
     return out;
   };
   const std::vector<int32_t> alone = generate(0, 5), crowd = generate(3, 5), other = generate(0, 6);

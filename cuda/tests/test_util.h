@@ -81,12 +81,21 @@ struct StepOut {
 StepOut step(nsn_engine* e, int vocab, const std::vector<Chunk>& chunks, int top_n = 0,
              bool logits = true);
 
+// Sequences as the tests drive them: the library keeps no pages or lengths, so the tests keep
+// each sequence's kv_bits, length, tokens and pages (a simple per-kind free list over the arena)
+// and step() builds the page tables. seq_create / seq_free wrap nsn_seq_create / nsn_seq_free.
+nsn_status seq_create(nsn_engine* e, int32_t kv_bits, int32_t* seq_out);
+nsn_status seq_free(nsn_engine* e, int32_t seq);
 int32_t seq_len(nsn_engine* e, int32_t seq);
+// nsn_seq_read_kv of a test sequence's cache.
+nsn_status seq_read_kv(nsn_engine* e, int32_t seq, int32_t layer, int32_t kv_head, int32_t start,
+                       int32_t count, float* k_out, float* v_out);
+// Forgets every sequence of an engine (call before nsn_engine_destroy).
+void forget_engine(nsn_engine* e);
 nsn_engine_info info(nsn_engine* e);
 float max_abs_diff(const float* a, const float* b, size_t n);
 
 void test_abi();
-void test_allocator();
 void test_forward();
 void test_sampling();
 void test_numerics();

@@ -8,6 +8,7 @@
 // tail, head_dim 128 with q/k/v bias and llama3 RoPE scaling. Also: decode through CUDA graphs
 // against the same decode run eagerly (NSN_CUDA_GRAPHS=0), which must agree exactly.
 
+import { PagedEngine } from "../helpers/paged_engine.ts";
 import assert from "node:assert/strict";
 import type { KvBits } from "../../engine/types.ts";
 import type { NsnLibrary } from "../../ffi/library.ts";
@@ -64,7 +65,7 @@ interface Prefill {
   outputs: ({ token: number; logprob: number } | null)[];
 }
 
-async function prefill(e: NativeEngine, prompts: number[][], bits: KvBits[]): Promise<Prefill> {
+async function prefill(e: PagedEngine, prompts: number[][], bits: KvBits[]): Promise<Prefill> {
   const seqs = bits.map((b) => e.createSeq(b));
   seqs.forEach((s, i) => e.setSampling(s, greedyParams(prompts[i].length)));
   const r = await e.step(
@@ -337,7 +338,7 @@ gpuTest(
       const prompt = randomTokens(230, 3, 0, 256);
       // Chunks start mid-window, complete windows, and leave partial tails behind.
       const chunks = [40, 70, 90, 30];
-      const run = async (e: NativeEngine, bits: KvBits) => {
+      const run = async (e: PagedEngine, bits: KvBits) => {
         const seq = e.createSeq(bits);
         e.setSampling(seq, greedyParams(prompt.length));
         let at = 0;
@@ -417,7 +418,7 @@ async function engineWithGraphs(
   lib: NsnLibrary,
   spec: ModelSpec,
   graphs: string | undefined,
-): Promise<NativeEngine> {
+): Promise<PagedEngine> {
   const prev = Deno.env.get("NSN_CUDA_GRAPHS");
   const put = (v: string | undefined) =>
     v === undefined ? Deno.env.delete("NSN_CUDA_GRAPHS") : Deno.env.set("NSN_CUDA_GRAPHS", v);
@@ -437,11 +438,11 @@ async function engineWithGraphs(
   }
   await e.initRandom(7n);
   await e.finalize();
-  return e;
+  return new PagedEngine(e);
 }
 
 /** Prefill, then greedy decode; one sequence is freed midway (the batch shrinks). */
-async function graphDecodeRun(e: NativeEngine, bits: KvBits[], steps: number) {
+async function graphDecodeRun(e: PagedEngine, bits: KvBits[], steps: number) {
   // Decode crosses window boundaries (positions 63, 127, 191): the decode-row encode runs
   // inside graphs, with real and no-op jobs.
   const lens = [60, 61, 130];

@@ -3,6 +3,7 @@
 // activations, so logits carry ~0.1 of absolute noise (the fixture's own note: 0.1-0.3 for bf16
 // compute); greedy tokens must equal HF's wherever HF's top-two margin exceeds that noise.
 
+import { PagedEngine } from "../helpers/paged_engine.ts";
 import assert from "node:assert/strict";
 import { DEMO_DIR, loadModel } from "../../models/loader.ts";
 import { GPU_BACKEND, gpuTest, KV_BITS } from "./gpu_util.ts";
@@ -40,7 +41,7 @@ if (haveDemo) {
       maxStepTokens: 512,
       kvPoolBytes: 64n << 20n,
     });
-    const e = m.engine;
+    const e = new PagedEngine(m.engine);
     const V = m.spec.vocabSize;
     const lf: LogitsFixture = JSON.parse(await Deno.readTextFile(LOGITS));
     let worst = 0;

@@ -4,6 +4,7 @@
 // no reference: logit_bias forcing a token, the min_tokens ban, top_k = 1 = greedy, the draw
 // depending only on (seed, position), and the raw logprob/top-N of the sampled row.
 
+import { PagedEngine } from "../helpers/paged_engine.ts";
 import assert from "node:assert/strict";
 import type { SamplingParams } from "../../engine/types.ts";
 import type { NsnLibrary } from "../../ffi/library.ts";
@@ -46,7 +47,7 @@ const CASES: [string, Partial<SamplingParams>][] = [
 ];
 
 /** The random-weight model both sampler tests draw from. */
-async function samplerEngine(lib: NsnLibrary): Promise<NativeEngine> {
+async function samplerEngine(lib: NsnLibrary): Promise<PagedEngine> {
   const e = NativeEngine.create(lib, SPEC, {
     backend: GPU_BACKEND,
     maxSeqs: 16,
@@ -56,7 +57,7 @@ async function samplerEngine(lib: NsnLibrary): Promise<NativeEngine> {
   try {
     await e.initRandom(3n);
     await e.finalize();
-    return e;
+    return new PagedEngine(e);
   } catch (err) {
     e.close();
     throw err;

@@ -5,6 +5,7 @@
 // the batch-1 GEMV (gemv.cu) and with cuBLAS only, side by side. A sanity bound only: the
 // numbers are for the report.
 
+import { DirectKv } from "../../engine/direct_kv.ts";
 import assert from "node:assert/strict";
 import type { KvBits } from "../../engine/types.ts";
 import type { NsnLibrary } from "../../ffi/library.ts";
@@ -40,12 +41,12 @@ async function measure(lib: NsnLibrary, label: string): Promise<string[]> {
     const tok = () => Math.floor(rand() * 128000);
     for (const batch of [1, 4, 32]) {
       for (const bits of KV_BITS as KvBits[]) {
-        const seqs = Array.from({ length: batch }, () => e.createSeq(bits));
-        seqs.forEach((s) => e.setSampling(s, greedyParams(ctx)));
+        const kv = new DirectKv(e);
+        const seqs = Array.from({ length: batch }, () => kv.create(bits, greedyParams(ctx)));
         t0 = performance.now();
-        await extend(e, seqs, ctx, tok);
+        await extend(kv, seqs, ctx, tok);
         const prefillMs = performance.now() - t0;
-        const ms = (await timeDecode(e, seqs, steps, tok)).decodeStepMs.median;
+        const ms = (await timeDecode(kv, seqs, steps, tok)).decodeStepMs.median;
         rows.push(
           `  batch ${String(batch).padStart(2)} kv ${String(bits).padStart(2)}: ${
             ms.toFixed(2)
@@ -59,7 +60,7 @@ async function measure(lib: NsnLibrary, label: string): Promise<string[]> {
             `batch-1 decode ${ms} ms is far off the ${floorMs} ms floor`,
           );
         }
-        seqs.forEach((s) => e.freeSeq(s));
+        seqs.forEach((s) => kv.free(s));
       }
     }
     return rows;

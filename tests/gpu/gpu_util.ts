@@ -3,6 +3,7 @@
 // numeric helpers. Without a GPU every GPU test is skipped with one clear message; with
 // NSN_TEST_GPU=1 (deno task test:gpu) a missing GPU is an error instead.
 
+import { PagedEngine } from "../helpers/paged_engine.ts";
 import { greedySampling, type KvBits, type SamplingParams } from "../../engine/types.ts";
 import { type NsnLibrary, openLibrary } from "../../ffi/library.ts";
 import { NativeEngine } from "../../ffi/native_engine.ts";
@@ -52,8 +53,8 @@ export function tinySpec(over: Partial<ModelSpec> = {}): ModelSpec {
 }
 
 export interface EnginePair {
-  cpu: NativeEngine;
-  gpu: NativeEngine;
+  cpu: PagedEngine;
+  gpu: PagedEngine;
   close(): void;
   [Symbol.dispose](): void;
 }
@@ -76,7 +77,7 @@ export async function enginePair(
     });
     await e.initRandom(seed);
     await e.finalize();
-    return e;
+    return new PagedEngine(e);
   };
   const cpu = await make("cpu");
   const gpu = await make(GPU_BACKEND);
@@ -91,16 +92,7 @@ export function greedyParams(nPrompt: number, over: Partial<SamplingParams> = {}
   return greedySampling({ nPrompt, ...over });
 }
 
-/** Deterministic pseudo-random token ids in [lo, hi). */
-export function randomTokens(n: number, seed: number, lo = 0, hi = 256): number[] {
-  let s = seed >>> 0;
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out.push(lo + (s >>> 8) % (hi - lo));
-  }
-  return out;
-}
+export { randomTokens } from "../helpers/random_tokens.ts";
 
 export function logSoftmax(row: ArrayLike<number>): Float64Array {
   let max = -Infinity;

@@ -1,7 +1,8 @@
 // Calls of the C ABI (nsn.h) that break its contract: null handles, wrong sizes, out-of-range
 // ids, slots, layers and kv_bits, batches that do not tile, freed and double-freed sequences,
-// top_n 21, NaN sampling parameters, a full KV pool. Each must return a non-OK status with a
-// message, change nothing (nsn_engine_check passes, sequence lengths stay) and crash nothing.
+// top_n 21, NaN sampling parameters, page ids outside the arena or written twice. Each must
+// return a non-OK status with a message, change nothing (nsn_engine_check passes, the K/V the
+// live sequences hold stay byte for byte) and crash nothing.
 // Shared by tests/abi_safety_test.ts (release library) and tests/helpers/asan_driver.ts (the
 // same calls under AddressSanitizer).
 
@@ -14,20 +15,17 @@ import { type AbuseResult, DEMO, lastError, RawEngine, type Status } from "./raw
 
 export { type AbuseResult, lastError, RawEngine, warmUp } from "./raw_engine.ts";
 
-const NSN_E_OOM = 2;
-
 /** Runs every abusive call; `r` must hold the three sequences of warmUp(). */
 export async function runAbuse(r: RawEngine, live: number[]): Promise<AbuseResult[]> {
   const { lib } = r;
   const s = lib.symbols;
   const results: AbuseResult[] = [];
-  const lengths = () => live.map((x) => r.seqLength(x)).join(",");
   const tryCall = async (name: string, call: () => Status) => {
-    const before = lengths();
+    const before = r.kvDigest();
     const status = await call();
     const error = status === NSN_OK ? "" : lastError(lib);
     let damage = r.check() === NSN_OK ? "" : `nsn_engine_check: ${lastError(lib)}`;
-    if (status !== NSN_OK && lengths() !== before) damage += ` lengths ${before} -> ${lengths()}`;
+    if (status !== NSN_OK && r.kvDigest() !== before) damage += ` K/V ${before} -> ${r.kvDigest()}`;
     results.push({ name, status, error, damage });
   };
   const all = async (prefix: string, cases: [string, () => Status][]) => {
@@ -119,9 +117,10 @@ export async function runAbuse(r: RawEngine, live: number[]): Promise<AbuseResul
     ["inject_fault", () => s.nsn_engine_inject_fault(null, 1)],
     ["seq_create", () => s.nsn_seq_create(null, 16, i32())],
     ["seq_free", () => s.nsn_seq_free(null, 0)],
-    ["seq_length", () => s.nsn_seq_length(null, 0, i32())],
-    ["pages_needed", () => s.nsn_pages_needed(null, 16, 0, 1, i32(), i32())],
-    ["read_kv", () => s.nsn_seq_read_kv(null, 0, 0, 0, 0, 1, new Float32Array(128), null)],
+    [
+      "read_kv",
+      () => s.nsn_seq_read_kv(null, 16, i32(), 1, -1, 1, 0, 0, 0, 1, kvBuf(r), kvBuf(r)),
+    ],
     ["step", () => r.step([{ seq: a, n: 1, off: 0 }], [5], { nulls: ["e"] })],
   ]);
   await all("state", [
@@ -139,45 +138,77 @@ export async function runAbuse(r: RawEngine, live: number[]): Promise<AbuseResul
   await tryCall("seq_create: null out", () => s.nsn_seq_create(r.e, 16, null));
   for (const id of [-1, r.maxSeqs, 1 << 30, -(2 ** 31)]) {
     await tryCall(`seq_free: seq ${id}`, () => s.nsn_seq_free(r.e, id));
-    await tryCall(`seq_length: seq ${id}`, () => s.nsn_seq_length(r.e, id, i32()));
   }
   const extra: number[] = [];
   for (let i = live.length; i < r.maxSeqs; i++) extra.push(r.seqCreate(16));
   await tryCall("seq_create: every slot taken", () => s.nsn_seq_create(r.e, 16, i32()));
-  for (const x of extra) lib.check(s.nsn_seq_free(r.e, x), "free");
+  for (const x of extra) lib.check(r.seqFree(x), "free");
   const freed = extra[0];
   await all("freed seq", [
     ["double free", () => s.nsn_seq_free(r.e, freed)],
-    ["seq_length", () => s.nsn_seq_length(r.e, freed, i32())],
     ["step", () => r.step([{ seq: freed, n: 1, off: 0, sample: true }], [5])],
   ]);
-  await tryCall("seq_length: null out", () => s.nsn_seq_length(r.e, a, null));
 
   await abuseSampling(r, a, freed, tryCall);
   await abuseStep(r, live, tryCall);
-  const pages = (kv: number, cur: number, n: number, out = i32()) => () =>
-    s.nsn_pages_needed(r.e, kv, cur, n, out, out);
-  await all("pages_needed", [
-    ["kv_bits 3", pages(3, 0, 1)],
-    ["cur_len -1", pages(16, -1, 1)],
-    ["n_new -1", pages(2, 0, -1)],
-    ["null outs", () => s.nsn_pages_needed(r.e, 16, 0, 1, null, null)],
-  ]);
-
   // Reading the cache back.
-  const kv = (seq: number, layer: number, head: number, start: number, count: number) => () =>
-    s.nsn_seq_read_kv(r.e, seq, layer, head, start, count, kvBuf(r), kvBuf(r));
+  const lenB = r.seqLength(b), own = r.pagesOf(b, lenB);
+  const table =
+    (o: { kv?: number; pages?: number[]; n?: number; tail?: number; len?: number }) =>
+    (layer: number, head: number, start: number, count: number) =>
+    () => {
+      const pages = Int32Array.from(o.pages ?? own.pages);
+      const n = o.n ?? (o.pages ?? own.pages).length;
+      const len = o.len ?? lenB;
+      return s.nsn_seq_read_kv(
+        r.e,
+        o.kv ?? 2,
+        pages,
+        n,
+        o.tail ?? own.tail,
+        len,
+        layer,
+        head,
+        start,
+        count,
+        kvBuf(r),
+        kvBuf(r),
+      );
+    };
+  const kv = table({});
   await all("read_kv", [
-    ["freed seq", kv(freed, 0, 0, 0, 1)],
-    ["layer -1", kv(b, -1, 0, 0, 1)],
-    ["layer n_layers", kv(b, r.nLayers, 0, 0, 1)],
-    ["kv_head 2", kv(b, 0, 2, 0, 1)],
-    ["kv_head -1", kv(b, 0, -1, 0, 1)],
-    ["start -1", kv(b, 0, 0, -1, 1)],
-    ["count -1", kv(b, 0, 0, 0, -1)],
-    ["past the end", kv(b, 0, 0, r.seqLength(b) - 2, 10)],
-    ["count 2^31-1", kv(b, 0, 0, 1, 2 ** 31 - 1)],
-    ["null outputs", () => s.nsn_seq_read_kv(r.e, b, 0, 0, 0, 1, null, null)],
+    ["kv_bits 3", table({ kv: 3 })(0, 0, 0, 1)],
+    ["page id past the arena", table({ pages: [r.nSlabs * r.perSlab[1]] })(0, 0, 0, 1)],
+    ["page id -1", table({ pages: [-1] })(0, 0, 0, 1)],
+    ["n_pages too many", table({ pages: [...own.pages, 0], n: own.pages.length + 1 })(0, 0, 0, 1)],
+    ["tail past the arena", table({ tail: r.nSlabs })(0, 0, 0, 1)],
+    ["len -1", table({ len: -1 })(0, 0, 0, 1)],
+    ["layer -1", kv(-1, 0, 0, 1)],
+    ["layer n_layers", kv(r.nLayers, 0, 0, 1)],
+    ["kv_head 2", kv(0, 2, 0, 1)],
+    ["kv_head -1", kv(0, -1, 0, 1)],
+    ["start -1", kv(0, 0, -1, 1)],
+    ["count -1", kv(0, 0, 0, -1)],
+    ["past the end", kv(0, 0, lenB - 2, 10)],
+    ["count 2^31-1", kv(0, 0, 1, 2 ** 31 - 1)],
+    [
+      "null outputs",
+      () =>
+        s.nsn_seq_read_kv(
+          r.e,
+          2,
+          Int32Array.from(own.pages),
+          own.pages.length,
+          own.tail,
+          lenB,
+          0,
+          0,
+          0,
+          1,
+          null,
+          null,
+        ),
+    ],
   ]);
 
   // The standalone quantizer entry points.
@@ -207,7 +238,6 @@ export async function runAbuse(r: RawEngine, live: number[]): Promise<AbuseResul
     ["codebook null out", () => s.nsn_codebook(1, null)],
   ]);
 
-  results.push(await poolExhaustion(r));
   return results;
 }
 
@@ -222,29 +252,4 @@ function patched(
 ) {
   new DataView(buf.buffer).setInt32(LAYOUT.nsn_engine_options.fields[field], v, true);
   return buf;
-}
-
-/** A full KV pool: NSN_E_OOM, and the step did nothing (the header's atomicity promise). */
-async function poolExhaustion(r: RawEngine): Promise<AbuseResult> {
-  const lib = r.lib;
-  const tiny = await RawEngine.create(lib, true, { kvPoolBytes: 1 << 20 });
-  try {
-    const seq = tiny.seqCreate(16);
-    let status = NSN_OK;
-    let len = 0;
-    // 40-token chunks: the pool's 2 fp16 pages (128 tokens) run out before max_position.
-    for (let i = 0; i < 4 && status === NSN_OK; i++) {
-      len = tiny.seqLength(seq);
-      status = await tiny.step([{ seq, n: 40, off: 0 }], new Array(40).fill(5));
-    }
-    const error = status === NSN_OK ? "" : lastError(lib);
-    const after = tiny.seqLength(seq);
-    const damage = (status === NSN_E_OOM ? "" : `status ${status}, expected NSN_E_OOM `) +
-      (tiny.check() === NSN_OK ? "" : `nsn_engine_check: ${lastError(lib)}`) +
-      (after === len ? "" : ` length ${len} -> ${after}`);
-    lib.check(lib.symbols.nsn_seq_free(tiny.e, seq), "free");
-    return { name: "step: KV pool exhausted", status, error, damage };
-  } finally {
-    tiny.destroy();
-  }
 }

@@ -1,6 +1,6 @@
 // The sampling and step halves of the ABI abuse (tests/helpers/abi_abuse.ts): bad sampling
 // parameters and logit biases, and nsn_step batches that break the contract (counts, tiling,
-// ids, null buffers, top_n, max_position), then an injected fault.
+// ids, page tables, null buffers, top_n, max_position), then an injected fault.
 
 import type { SamplingParams } from "../../engine/types.ts";
 import { encodeSampling, LAYOUT, writeSeqInput } from "../../ffi/structs.ts";
@@ -111,16 +111,61 @@ export async function abuseStep(r: RawEngine, live: number[], tryCall: TryCall) 
   });
   await step("next_token -2", [{ seq: b, n: 1, off: 0, logprobs: true, next: -2 }], [5]);
   await step("next_token = vocab", [{ seq: b, n: 1, off: 0, logprobs: true, next: V }], [5]);
+  // Page tables (b is 2-bit, a 16-bit): every id checked against the arena, counts exact, no
+  // page written by two rows or written while another row reads it, history in range.
+  const lenA = r.seqLength(a);
+  const pa = r.pagesOf(a, lenA + 1);
+  const ids16 = r.nSlabs, ids2 = r.nSlabs * r.perSlab[1];
+  await step("page id = arena pages", [{
+    seq: a,
+    n: 1,
+    off: 0,
+    pages: [...pa.pages.slice(0, -1), ids16],
+  }], [5]);
+  await step("page id -1", [{ seq: a, n: 1, off: 0, pages: [...pa.pages.slice(0, -1), -1] }], [5]);
+  await step("page id 2^31-1", [{ seq: b, n: 1, off: 0, pages: [2 ** 31 - 1] }], [5]);
+  await step("2-bit page id past the arena", [{ seq: b, n: 1, off: 0, pages: [ids2] }], [5]);
+  await step("n_pages one short", [{ seq: a, n: 1, off: 0, nPages: pa.pages.length - 1 }], [5]);
+  await step("n_pages one more", [{ seq: a, n: 1, off: 0, pages: [...pa.pages, 0] }], [5]);
+  await step("n_pages -1", [{ seq: a, n: 1, off: 0, nPages: -1 }], [5]);
+  await step("pages past n_pages", [{ seq: a, n: 1, off: 0, nPages: 2 ** 30 }], [5]);
+  await step("tail at kv_bits 16", [{ seq: a, n: 1, off: 0, tail: 0 }], [5]);
+  await step("no tail at kv_bits 2", [{ seq: b, n: 1, off: 0, tail: -1 }], [5]);
+  await step("tail past the arena", [{ seq: b, n: 1, off: 0, tail: ids16 }], [5]);
+  await step("pos0 -1", [{ seq: a, n: 1, off: 0, pos0: -1 }], [5]);
+  await step("history_offset 5 of none", [{ seq: a, n: 1, off: 0, histOffset: 5 }], [5]);
+  await step("history_offset -2", [{ seq: a, n: 1, off: 0, histOffset: -2 }], [5]);
+  await step(
+    "one page written by two rows",
+    [{ seq: a, n: 1, off: 0 }, { seq: b, n: 1, off: 1, tail: pa.pages[pa.pages.length - 1] }],
+    [5, 6],
+  );
+  await step(
+    "a page written while another row reads it",
+    [{ seq: a, n: 1, off: 0 }, {
+      seq: b,
+      n: 1,
+      off: 1,
+      tail: pa.pages[0],
+    }],
+    [5, 6],
+  );
   await tryCall("step: sample 2", () => {
     const seqs = new Uint8Array(LAYOUT.nsn_seq_input.size);
     const v = new DataView(seqs.buffer);
+    const own = r.pagesOf(a, r.seqLength(a) + 1);
     writeSeqInput(v, 0, {
       seq: a,
+      pos0: r.seqLength(a),
       nTokens: 1,
       tokenOffset: 0,
       sample: true,
       wantLogprobs: false,
       nextToken: -1,
+      pageOffset: 0,
+      nPages: own.pages.length,
+      tailPage: own.tail,
+      historyOffset: -1,
     });
     v.setInt32(LAYOUT.nsn_seq_input.fields.sample, 2, true);
     const out = new Uint8Array(LAYOUT.nsn_seq_output.size);
@@ -130,6 +175,10 @@ export async function abuseStep(r: RawEngine, live: number[], tryCall: TryCall) 
       1,
       new Int32Array([5]),
       1,
+      Int32Array.from(own.pages),
+      own.pages.length,
+      null,
+      0,
       0,
       out,
       null,

@@ -5,10 +5,11 @@
 // process; the parent also scans stderr. Prints "ASAN DRIVER OK" when everything ran.
 // With --canary it overflows a buffer on purpose, to prove the sanitizer is live.
 
+import { cacheOf, type DirectChunk, DirectKv } from "../../engine/direct_kv.ts";
 import { openLibrary } from "../../ffi/library.ts";
 import { loadModel } from "../../models/loader.ts";
 import type { NativeEngine } from "../../ffi/native_engine.ts";
-import type { KvBits, SamplingParams, SeqInput } from "../../engine/types.ts";
+import type { KvBits, SamplingParams } from "../../engine/types.ts";
 import { NSN_OK } from "../../ffi/symbols.ts";
 import { RawEngine, runAbuse, warmUp } from "./abi_abuse.ts";
 
@@ -46,23 +47,23 @@ function params(i: number, nPrompt: number): SamplingParams {
 }
 
 async function workload(engine: NativeEngine, prompt: number[]) {
+  const kv = new DirectKv(engine);
   const kinds: KvBits[] = [16, 2, 1, 16, 2, 1];
   const seqs = kinds.map((k, i) => {
-    const s = engine.createSeq(k);
-    engine.setSampling(s, params(i, prompt.length));
-    return { slot: s, tokens: [...prompt.slice(0, prompt.length - i)], done: 0, primed: false };
+    const s = kv.create(k, params(i, prompt.length));
+    return { seq: s, tokens: [...prompt.slice(0, prompt.length - i)], done: 0, primed: false };
   });
   // Chunked prefill: 100-token chunks, so windows complete inside and across steps.
   let steps = 0;
   while (seqs.some((s) => !s.primed)) {
-    const inputs: SeqInput[] = [];
+    const inputs: DirectChunk[] = [];
     let budget = 256;
     for (const s of seqs) {
       const n = s.primed ? 0 : Math.min(100, s.tokens.length - s.done, budget);
       if (n <= 0) continue;
       const end = s.done + n;
       inputs.push({
-        seq: s.slot,
+        seq: s.seq,
         tokens: s.tokens.slice(s.done, end),
         sample: end === s.tokens.length,
         wantLogprobs: true,
@@ -70,9 +71,9 @@ async function workload(engine: NativeEngine, prompt: number[]) {
       });
       budget -= n;
     }
-    const r = await engine.step(inputs, { topN: 20, logits: steps === 0 });
+    const r = await kv.step(inputs, { topN: 20, logits: steps === 0 });
     inputs.forEach((inp, i) => {
-      const s = seqs.find((x) => x.slot === inp.seq)!;
+      const s = seqs.find((x) => x.seq === inp.seq)!;
       s.done += inp.tokens.length;
       if (inp.sample) s.tokens.push(r.outputs[i]!.token), s.primed = true;
     });
@@ -85,35 +86,26 @@ async function workload(engine: NativeEngine, prompt: number[]) {
     if (t === 30) {
       // Free one sequence mid-stream and reuse its slot at another precision.
       const victim = seqs.splice(1, 1)[0];
-      engine.freeSeq(victim.slot);
-      const slot = engine.createSeq(1);
-      engine.setSampling(slot, params(9, prompt.length));
-      const r = await engine.step([{
-        seq: slot,
-        tokens: prompt,
-        sample: true,
-        wantLogprobs: false,
-      }], {
-        topN: 0,
-      });
-      seqs.push({ slot, tokens: [...prompt, r.outputs[0]!.token], done: 0, primed: true });
+      kv.free(victim.seq);
+      const seq = kv.create(1, params(9, prompt.length));
+      const r = await kv.step([{ seq, tokens: prompt, sample: true }], { topN: 0 });
+      seqs.push({ seq, tokens: [...prompt, r.outputs[0]!.token], done: 0, primed: true });
     }
-    const inputs: SeqInput[] = seqs.map((s) => ({
-      seq: s.slot,
+    const inputs: DirectChunk[] = seqs.map((s) => ({
+      seq: s.seq,
       tokens: [s.tokens[s.tokens.length - 1]],
       sample: true,
       wantLogprobs: t % 10 === 0,
     }));
-    const r = await engine.step(inputs, { topN: t % 7 });
+    const r = await kv.step(inputs, { topN: t % 7 });
     seqs.forEach((s, i) => s.tokens.push(r.outputs[i]!.token));
     engine.check();
   }
   for (const s of seqs) {
-    const len = engine.seqLength(s.slot);
     for (let layer = 0; layer < engine.spec.nLayers; layer += 5) {
-      engine.readKv(s.slot, layer, engine.spec.nKvHeads - 1, 0, len);
+      engine.readKv(cacheOf(s.seq), layer, engine.spec.nKvHeads - 1, 0, s.seq.len);
     }
-    engine.freeSeq(s.slot);
+    kv.free(s.seq);
   }
   engine.check();
 }

@@ -1,4 +1,5 @@
 // Greedy generation through a KvEngine, shared by the golden tests (CPU and GPU).
+import { DirectKv } from "../../engine/direct_kv.ts";
 import { greedySampling, type KvBits, type KvEngine } from "../../engine/types.ts";
 
 /** Prefill the prompt in one chunk, then decode one token per step; returns n greedy ids. */
@@ -8,20 +9,18 @@ export async function generateGreedy(
   ids: number[],
   n: number,
 ): Promise<number[]> {
-  const seq = e.createSeq(bits);
+  const kv = new DirectKv(e);
+  const seq = kv.create(bits, greedySampling({ nPrompt: ids.length }));
   try {
-    e.setSampling(seq, greedySampling({ nPrompt: ids.length }));
     const out: number[] = [];
     let next = ids;
     while (out.length < n) {
-      const r = await e.step([{ seq, tokens: next, sample: true, wantLogprobs: false }], {
-        topN: 0,
-      });
+      const r = await kv.step([{ seq, tokens: next, sample: true }], { topN: 0 });
       out.push(r.outputs[0]!.token);
       next = [out[out.length - 1]];
     }
     return out;
   } finally {
-    e.freeSeq(seq);
+    kv.free(seq);
   }
 }

@@ -25,7 +25,7 @@ export interface AbuseResult {
   name: string;
   status: number;
   error: string;
-  /** What the call broke, if anything: a failing nsn_engine_check, changed sequence lengths. */
+  /** What the call broke, if anything: a failing nsn_engine_check, changed cache contents. */
   damage: string;
 }
 
@@ -38,6 +38,12 @@ export interface Input {
   sample?: boolean;
   logprobs?: boolean;
   next?: number;
+  // Page-table fields; by default the sequence's own pages (pagesOf) at its tracked length.
+  pos0?: number;
+  pages?: number[];
+  nPages?: number;
+  tail?: number;
+  histOffset?: number;
 }
 
 /** A live engine (demo shapes, random weights) and raw-call helpers around it. */
@@ -50,6 +56,10 @@ export class RawEngine {
   readonly maxSeqs: number;
   readonly maxStepTokens: number;
   readonly maxPosition: number;
+  nSlabs = 0;
+  perSlab = [1, 1, 1]; // pages per slab: kv_bits 16, 2, 1
+  /** kv_bits and length of each live sequence (the library keeps neither). */
+  readonly seqs = new Map<number, { kvBits: number; len: number }>();
 
   private constructor(lib: NsnLibrary, e: Ptr, spec: Awaited<ReturnType<typeof readModelSpec>>) {
     this.lib = lib;
@@ -84,8 +94,28 @@ export class RawEngine {
     if (finalize) {
       lib.check(await lib.symbols.nsn_engine_init_random(raw.e, 1n), "init_random");
       lib.check(await lib.symbols.nsn_engine_finalize(raw.e), "finalize");
+      const info = new Uint8Array(LAYOUT.nsn_engine_info.size);
+      lib.check(lib.symbols.nsn_engine_get_info(raw.e, info), "get_info");
+      const v = new DataView(info.buffer), F = LAYOUT.nsn_engine_info.fields;
+      raw.nSlabs = Number(v.getBigUint64(F.n_slabs, true));
+      raw.perSlab = [0, 1, 2].map((k) => Number(v.getBigUint64(F.pages_per_slab + 8 * k, true)));
     }
     return raw;
+  }
+
+  /**
+   * The pages of slot `seq` holding `end` tokens: every slot owns nSlabs / maxSeqs slabs (its
+   * tail in the first, at kv_bits 1/2), so sequences never share a page.
+   */
+  pagesOf(seq: number, end: number): { pages: number[]; tail: number } {
+    const kvBits = this.seqs.get(seq)?.kvBits ?? 16;
+    const base = seq * Math.floor(this.nSlabs / this.maxSeqs);
+    if (kvBits === 16) {
+      return { pages: Array.from({ length: Math.ceil(end / 64) }, (_, w) => base + w), tail: -1 };
+    }
+    const per = this.perSlab[kvBits === 2 ? 1 : 2];
+    const pages = Array.from({ length: Math.floor(end / 64) }, (_, w) => (base + 1) * per + w);
+    return { pages, tail: base };
   }
 
   seqCreate(kvBits: number): number {
@@ -102,13 +132,18 @@ export class RawEngine {
       ),
       "set_sampling",
     );
+    this.seqs.set(out[0], { kvBits, len: 0 });
     return out[0];
   }
 
+  seqFree(seq: number): number {
+    const st = this.lib.symbols.nsn_seq_free(this.e, seq);
+    if (st === 0) this.seqs.delete(seq);
+    return st;
+  }
+
   seqLength(seq: number): number {
-    const out = new Int32Array(1);
-    this.lib.check(this.lib.symbols.nsn_seq_length(this.e, seq, out), "seq_length");
-    return out[0];
+    return this.seqs.get(seq)?.len ?? 0;
   }
 
   /** nsn_step with every output buffer sized for the claimed counts. */
@@ -122,27 +157,42 @@ export class RawEngine {
     const nulls = new Set(o.nulls ?? []);
     const seqs = new Uint8Array(Math.max(1, inputs.length) * LAYOUT.nsn_seq_input.size);
     const v = new DataView(seqs.buffer);
-    inputs.forEach((x, i) =>
+    const table: number[] = [];
+    inputs.forEach((x, i) => {
+      const pos0 = x.pos0 ?? this.seqLength(x.seq);
+      const own = this.pagesOf(x.seq, pos0 + Math.max(0, x.n));
+      const pages = x.pages ?? own.pages;
       writeSeqInput(v, i, {
         seq: x.seq,
+        pos0,
         nTokens: x.n,
         tokenOffset: x.off,
         sample: x.sample ?? false,
         wantLogprobs: x.logprobs ?? false,
         nextToken: x.next ?? -1,
-      })
-    );
+        pageOffset: table.length,
+        nPages: x.nPages ?? pages.length,
+        tailPage: x.tail ?? own.tail,
+        historyOffset: x.histOffset ?? -1,
+      });
+      table.push(...pages);
+    });
+    const pagesBuf = Int32Array.from(table.length ? table : [0]);
     const room = Math.max(nTokens, tokens.length, 1);
     const tok = new Int32Array(room);
     tok.set(tokens);
     const top = Math.max(topN, 1) * room;
     const buf = <T>(name: string, b: T) => (nulls.has(name) ? null : b);
-    return this.lib.symbols.nsn_step(
+    const call = this.lib.symbols.nsn_step(
       buf("e", this.e),
       buf("seqs", seqs),
       inputs.length,
       buf("tokens", tok),
       nTokens,
+      buf("pages", pagesBuf),
+      table.length,
+      buf("history", new Int32Array(1)),
+      0,
       topN,
       buf("out", new Uint8Array(Math.max(1, inputs.length) * LAYOUT.nsn_seq_output.size)),
       buf("pos_logprob", new Float32Array(room)),
@@ -150,6 +200,38 @@ export class RawEngine {
       buf("pos_top_logprobs", new Float32Array(top)),
       null,
     );
+    return Promise.resolve(call).then((st) => {
+      if (st === 0) { for (const x of inputs) this.seqs.get(x.seq)!.len += x.n; }
+      return st;
+    });
+  }
+
+  /** Digest of the K/V the live sequences hold (layer 0, head 0): changes when any byte does. */
+  kvDigest(): string {
+    const parts: string[] = [];
+    for (const [seq, { kvBits, len }] of this.seqs) {
+      if (len === 0) continue;
+      const { pages, tail } = this.pagesOf(seq, len);
+      const k = new Float32Array(len * this.headDim), v = new Float32Array(len * this.headDim);
+      const st = this.lib.symbols.nsn_seq_read_kv(
+        this.e,
+        kvBits,
+        Int32Array.from(pages.length ? pages : [0]),
+        pages.length,
+        tail,
+        len,
+        0,
+        0,
+        0,
+        len,
+        k,
+        v,
+      );
+      let h = 0;
+      for (const x of [...k, ...v]) h = (Math.imul(h, 31) + Math.round(x * 4096)) | 0;
+      parts.push(`${seq}:${len}:${st}:${h}`);
+    }
+    return parts.join(",");
   }
 
   check(): number {

@@ -71,11 +71,14 @@ class CpuBackend : public Backend {
   // cpu_attention.cpp
   struct AttnTask {
     int seq, kv_head, t0, t1;  // plan.seqs index, KV head, rows [t0, t1) of its chunk
+                               // (kv_bits 1/2 writes: t0 = window to encode, t1 = -1)
   };
   void plan_attention(const StepPlan& plan);
   void attention(const StepPlan& plan, int layer);
   void attend_rows(const SeqStep& s, int layer, int kv_head, int t0, int t1, Scratch& sc);
-  void append_kv(const SeqStep& s, int layer, int kv_head, int first, int count, Scratch& sc);
+  const float* row_kv(const SeqStep& s, int kv_head, int j) const;
+  void append_kv(const SeqStep& s, int layer, int kv_head, int first, int count);
+  void write_tail(const SeqStep& s, int layer, int kv_head);
   void encode_window(const SeqStep& s, int layer, int kv_head, int window, Scratch& sc);
 
   EngineSpec spec_;
@@ -98,7 +101,7 @@ class CpuBackend : public Backend {
   int logit_block_ = 0;              // rows per logits block
   std::vector<float> xs_;            // [block][H] final-normed rows of one logits block
   std::vector<float> logits_buf_;    // [block][vocab] when the caller wants no logits
-  std::vector<AttnTask> decode_tasks_, attend_tasks_, prefill_tasks_;
+  std::vector<AttnTask> before_tasks_, attend_tasks_, after_tasks_;  // see cpu_attention.cpp
   std::vector<Scratch> scratch_;     // [pool size]
 };
 

@@ -97,19 +97,10 @@ nsn_status CpuBackend::step(const StepPlan& plan) {
   return NSN_OK;
 }
 
-// Logits only where someone reads them: every row when the caller wants logits, the rows of
-// chunks that want logprobs, and the last row of each sampling sequence.
+// Logits only where someone reads them (the core's plan.logit_rows; with plan.logits every row,
+// in place).
 void CpuBackend::plan_logit_rows(const StepPlan& plan) {
-  logit_rows_.clear();
-  if (plan.logits) {
-    for (int t = 0; t < plan.n_tokens; t++) logit_rows_.push_back(t);  // logits[t] in place
-  } else {
-    for (int i = 0; i < plan.n_seqs; i++) {
-      const SeqStep& s = plan.seqs[i];
-      const int first = s.want_logprobs ? 0 : s.sample ? s.n_new - 1 : s.n_new;
-      for (int j = first; j < s.n_new; j++) logit_rows_.push_back(s.tok_offset + j);
-    }
-  }
+  logit_rows_.assign(plan.logit_rows, plan.logit_rows + plan.n_logit_rows);
   // Blocks of rows, so a long prompt with logprobs never holds [T][vocab] at once.
   logit_block_ = plan.logits ? plan.n_tokens : std::min<int>((int)logit_rows_.size(), 64);
   if (!plan.logits) logits_buf_.resize((size_t)logit_block_ * c_.vocab_size);
@@ -117,21 +108,7 @@ void CpuBackend::plan_logit_rows(const StepPlan& plan) {
 }
 
 void CpuBackend::logits_and_sampling(const StepPlan& plan) {
-  const int T = plan.n_tokens, H = c_.hidden_size, V = c_.vocab_size;
-  if (plan.pos_logprob) std::fill(plan.pos_logprob, plan.pos_logprob + T, NAN);
-  if (plan.top_n && plan.pos_top_ids) {
-    std::fill(plan.pos_top_ids, plan.pos_top_ids + (size_t)T * plan.top_n, -1);
-  }
-  if (plan.top_n && plan.pos_top_logprobs) {
-    std::fill(plan.pos_top_logprobs, plan.pos_top_logprobs + (size_t)T * plan.top_n, NAN);
-  }
-  for (int i = 0; plan.out && i < plan.n_seqs; i++) {
-    nsn_seq_output& o = plan.out[i];
-    o.token = -1;
-    o.logprob = NAN;
-    std::fill(o.top_ids, o.top_ids + NSN_MAX_TOP_N, -1);
-    std::fill(o.top_logprobs, o.top_logprobs + NSN_MAX_TOP_N, NAN);
-  }
+  const int H = c_.hidden_size, V = c_.vocab_size;
   const float* head = (c_.flags & NSN_MODEL_TIED) ? embed_.data() : lm_head_.data();
   const size_t n_rows = logit_rows_.size();
   const size_t block = logit_block_;

@@ -1,6 +1,6 @@
 // kv_kernels.cuh: the KV-cache kernels' launchers (NSN encode/dequant, decode attention over
 // fp16 / NSN-2 / NSN-1 pages). Implemented in kv_encode.cu and decode_attention*.cu; called by
-// the CUDA backend (backend_cuda.cu). Page layouts: ../kv_layout.h. Math: ../quant/nsn_quant.h
+// the CUDA backend (backend_cuda*.cu). Page layouts: ../kv_layout.h. Math: ../quant/nsn_quant.h
 // (the CPU reference these kernels must match).
 #pragma once
 #include <cuda_bf16.h>

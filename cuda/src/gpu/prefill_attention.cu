@@ -1,7 +1,9 @@
 // prefill_attention.cu: flash-style causal attention over fp16 pages for prefill chunks.
 //
 // One block = 64 query rows of one query head (4 warps x 16 rows). It walks the sequence's
-// windows in order (one 64-token page per iteration, only those the causal mask reaches):
+// windows in order (one 64-token page per iteration, only those the causal mask reaches; at
+// kv_bits 1/2 a window can take two iterations, its dequantized page for the rows that read it
+// encoded and its exact page for the rows inside it that do not, see prefill_attention.cuh):
 // S = Q K^T on tensor cores (fp16 in, fp32 out), online softmax in fp32 per row, P rounded to
 // fp16, O += P V on tensor cores with O kept in fp32 shared memory (so the softmax rescale is a
 // plain multiply). Key slots past the last query position are zeroed on load: staging pages
@@ -10,10 +12,13 @@
 
 #include <cuda_fp16.h>
 #include <math.h>
-#include <mma.h>
+#ifndef NSN_EMU
+#include <mma.h>  // the CPU emulator (cuda/tests/gpu/cuda_emu.h) brings its own nvcuda::wmma
+#endif
 
 #include "../backend.h"
 #include "layers.cuh"
+#include "nsn_math.cuh"
 
 namespace nsn {
 
@@ -42,7 +47,7 @@ struct Smem {
 template <int D>
 __global__ void __launch_bounds__(kThreadsPA) prefill_attention_kernel(PrefillAttnArgs a) {
   using L = Smem<D>;
-  extern __shared__ __align__(128) uint8_t smem[];
+  NSN_DYNAMIC_SMEM(uint8_t, smem);
   __half* Qs = (__half*)(smem + L::q);
   __half* Ks = (__half*)(smem + L::k);
   __half* Vs = (__half*)(smem + L::v);
@@ -71,12 +76,21 @@ __global__ void __launch_bounds__(kThreadsPA) prefill_attention_kernel(PrefillAt
   const int qpos = sq.pos0 + tile.i0 + r;
   const bool row_valid = r < nq;
   float m = -INFINITY, l = 0.0f;
-  const int last_pos = sq.pos0 + tile.i0 + nq - 1;
+  const int first_pos = sq.pos0 + tile.i0;
+  const int last_pos = first_pos + nq - 1;
   const int n_win = min(sq.n_windows, last_pos / kBN + 1);
 
-  for (int w = 0; w < n_win; w++) {
+  for (int it = 0; it < 2 * n_win; it++) {
+    // Iteration 2w reads window w as encoded, 2w + 1 exactly; at kv_bits 16 only the latter.
+    const int w = it >> 1;
+    const bool deq = (it & 1) == 0;
+    if (deq && !sq.quant) continue;
+    // Rows of this pass: deq, w < (qpos + 1) / 64; exact, kv_bits 16: w <= qpos / 64, else only
+    // w == qpos / 64 with qpos not completing it. Uniform over the block: skip an empty pass.
+    if (deq && w >= (last_pos + 1) / kBN) continue;
+    if (!deq && sq.quant && max(first_pos, w * kBN) > min(last_pos, w * kBN + kBN - 2)) continue;
     __syncthreads();  // the previous iteration is done with Ks / Vs; Q and O are initialised
-    const PageRef pg = sq.pages[w];
+    const PageRef pg = deq ? sq.deq_pages[w] : sq.pages[w];
     const uint4* kb = (const uint4*)f16_block(pg.page, pg.layered, a.layer, a.n_kv_heads, D, kvh, 0);
     const uint4* vb = (const uint4*)f16_block(pg.page, pg.layered, a.layer, a.n_kv_heads, D, kvh, 1);
     constexpr int kVecPerRow = D / 8;
@@ -116,7 +130,10 @@ __global__ void __launch_bounds__(kThreadsPA) prefill_attention_kernel(PrefillAt
       const int col = hs * 32 + j;
       const int kpos = w * kBN + col;
       float s = Ss[r * L::LDS + col] * a.scale;
-      if (!row_valid || kpos > qpos) s = -INFINITY;
+      const bool reads = !sq.quant ? true
+                         : deq     ? w < (qpos + 1) / kBN
+                                   : w == qpos / kBN && (qpos + 1) % kBN != 0;
+      if (!row_valid || !reads || kpos > qpos) s = -INFINITY;
       s_loc[j] = s;
       mloc = fmaxf(mloc, s);
     }
@@ -177,7 +194,7 @@ nsn_status launch_d(const PrefillAttnArgs& a, cudaStream_t stream) {
   if (e != cudaSuccess)
     return set_error(NSN_E_BACKEND, "cudaFuncSetAttribute(prefill_attention<%d>, %zu B smem): %s",
                      D, bytes, cudaGetErrorString(e));
-  prefill_attention_kernel<D><<<dim3(a.n_tiles, a.n_heads), kThreadsPA, bytes, stream>>>(a);
+  NSN_LAUNCH(prefill_attention_kernel<D>, dim3(a.n_tiles, a.n_heads), kThreadsPA, bytes, stream, a);
   e = cudaGetLastError();
   if (e != cudaSuccess)
     return set_error(NSN_E_BACKEND, "prefill_attention_kernel<%d> launch: %s", D, cudaGetErrorString(e));

@@ -326,3 +326,66 @@ inline void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32
 
 }  // namespace gpu
 }  // namespace nsn
+
+// WMMA 16x16x16 (prefill_attention.cu). The fragment layout is opaque to the kernels, so every
+// lane holds the whole tile. A load ends with a warp barrier, so that all lanes have read before
+// any lane stores (a load-mma-store of the same tile then adds once; all lanes store the same).
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+  float x[16][16];  // [row][col] of the tile (A: M x K, B: K x N, C: M x N)
+};
+template <class F>
+inline void fill_fragment(F& f, float v) {
+  for (auto& r : f.x)
+    for (float& e : r) e = v;
+}
+inline float emu_elt(const __half* p) { return __half2float(*p); }
+inline float emu_elt(const float* p) { return *p; }
+// Element (r, c) of a row-major tile is p[r * ldm + c]; of a column-major one, p[c * ldm + r].
+template <class F, class T>
+inline void emu_load(F& f, const T* p, unsigned ldm, bool row_major) {
+  for (int r = 0; r < 16; r++)
+    for (int c = 0; c < 16; c++) f.x[r][c] = emu_elt(row_major ? p + r * ldm + c : p + c * ldm + r);
+  nsn_emu::warp_barrier();
+}
+template <class Use, class T>
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, row_major>& f, const T* p, unsigned ldm) {
+  emu_load(f, p, ldm, true);
+}
+template <class Use, class T>
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, col_major>& f, const T* p, unsigned ldm) {
+  emu_load(f, p, ldm, false);
+}
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm,
+                             layout_t l) {
+  emu_load(f, p, ldm, l == mem_row_major);
+}
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm,
+                              layout_t l) {
+  for (int r = 0; r < 16; r++)
+    for (int c = 0; c < 16; c++) (l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r][c];
+}
+template <class LA, class LB>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
+                     const fragment<matrix_a, 16, 16, 16, __half, LA>& a,
+                     const fragment<matrix_b, 16, 16, 16, __half, LB>& b,
+                     const fragment<accumulator, 16, 16, 16, float>& c) {
+  float out[16][16];
+  for (int r = 0; r < 16; r++)
+    for (int n = 0; n < 16; n++) {
+      float s = c.x[r][n];
+      for (int k = 0; k < 16; k++) s += a.x[r][k] * b.x[k][n];
+      out[r][n] = s;
+    }
+  memcpy(d.x, out, sizeof out);
+}
+}  // namespace wmma
+}  // namespace nvcuda
