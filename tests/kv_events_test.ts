@@ -117,6 +117,7 @@ Deno.test({
       const { sub, collect } = await subscribe(pub.endpoint, () => pub.cleared());
       const r = await fetch(`${server.url}/v1/completions`, {
         method: "POST",
+        headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ prompt: "a b c d e f g h ".repeat(20), max_tokens: 2 }),
       });
       assert.equal(r.status, 200);

@@ -139,6 +139,7 @@ Deno.test("HTTP: usage.prompt_tokens_details.cached_tokens, n, cache_salt, prefi
   const post = async (body: Record<string, unknown>) => {
     const r = await t.app.request("/v1/completions", {
       method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ temperature: 0, ...body }),
     });
     return { status: r.status, json: await r.json() };

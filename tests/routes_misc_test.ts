@@ -83,10 +83,15 @@ Deno.test("KV gauges are current while sequences run, and back to zero after", a
   const pending = ["x", "y"].map((c) =>
     t.app.request("/v1/completions", {
       method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ prompt: c.repeat(100), max_tokens: 40 }),
     })
   );
-  while (t.scheduler.steps < 3) await new Promise((r) => setTimeout(r, 1));
+  const deadline = performance.now() + 10_000;
+  while (t.scheduler.steps < 3) {
+    assert.ok(performance.now() < deadline, "the requests never ran");
+    await new Promise((r) => setTimeout(r, 1));
+  }
   assert.equal(await gauge(pages), 4); // two sequences of 101..141 tokens: 2 pages each
   assert.ok(await gauge(bytes) > 0);
   for (const r of await Promise.all(pending)) assert.equal(r.status, 200);
