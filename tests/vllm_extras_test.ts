@@ -146,7 +146,12 @@ Deno.test("continuous_usage_stats: every chunk carries the usage so far", async 
     else seen.push(chunk.usage.completion_tokens);
   }
   assert.deepEqual(seen, [1, 2, 3, 4]);
-  assert.deepEqual(final, { prompt_tokens: 2, completion_tokens: 4, total_tokens: 6 });
+  assert.deepEqual(final, {
+    prompt_tokens: 2,
+    completion_tokens: 4,
+    total_tokens: 6,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
   await t.close();
 });
 
