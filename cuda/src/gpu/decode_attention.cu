@@ -213,23 +213,34 @@ struct ItemGeom {
   bool quant;
   uint32_t bb, chunk_magic;
   NsnBlockLayout L;
+  // Built at every stage (issue and compute side): everything that depends on the code width
+  // is a compile-time constant per width, selected, so no run-time division is left but the
+  // head-group one (hgroups > 1 only).
   __device__ __forceinline__ ItemGeom(const AttnItem& it, int group, int hgroups) {
-    using C = Cfg<D>;
-    kvh = it.unit / hgroups;
+    constexpr NsnBlockLayout L1 = nsn_block_layout(1, D), L2 = nsn_block_layout(2, D);
+    constexpr int NWQ1 = stage_windows(L1.bytes), NWQ2 = stage_windows(L2.bytes);
+    constexpr int CH1 = (int)(2 * L1.bytes / 16), CH2 = (int)(2 * L2.bytes / 16);  // 16-byte chunks of K + V
+    constexpr uint32_t MG1 = (uint32_t)((0x100000000ull + CH1 - 1) / CH1), MG2 = (uint32_t)((0x100000000ull + CH2 - 1) / CH2);
+    kvh = hgroups == 1 ? it.unit : it.unit / hgroups;
     const int hg = it.unit - kvh * hgroups;
     head0 = kvh * group + hg * kHeadsPerCta;
     nh = min(kHeadsPerCta, group - hg * kHeadsPerCta);
     quant = it.kv_bits != 16;
+    const bool two = it.kv_bits == 2;
     kind = kind_of_bits(it.kv_bits);
-    L = nsn_block_layout(quant ? it.kv_bits : 1, D);
+    L = two ? L2 : L1;
     bb = quant ? L.bytes : 0;  // bytes of one K (or V) block
-    nwq = quant ? min(C::NWQ_CAP, C::STAGE / (int)(2 * bb)) : 1;
+    nwq = quant ? (two ? NWQ2 : NWQ1) : 1;
     const int nq = quant ? it.n_ctx / kWindow : 0;
     nqs = max(0, min(it.w1, nq) - it.w0);  // quantized windows in range
-    n_qst = (nqs + nwq - 1) / nwq;
+    n_qst = !quant ? 0 : two ? (nqs + NWQ2 - 1) / NWQ2 : (nqs + NWQ1 - 1) / NWQ1;
     n_st = n_qst + (it.w1 - it.w0 - nqs);
-    chunks = (int)(2 * bb / 16);  // 16-byte chunks of one quantized window (K + V)
-    chunk_magic = quant ? (uint32_t)((0x100000000ull + chunks - 1) / chunks) : 0u;
+    chunks = quant ? (two ? CH2 : CH1) : 0;
+    chunk_magic = quant ? (two ? MG2 : MG1) : 0u;
+  }
+  // Quantized windows per stage for blocks of `bytes` (K and V of a window share a stage).
+  NSN_HD static constexpr int stage_windows(uint32_t bytes) {
+    return Cfg<D>::NWQ_CAP < Cfg<D>::STAGE / (int)(2 * bytes) ? Cfg<D>::NWQ_CAP : Cfg<D>::STAGE / (int)(2 * bytes);
   }
 };
 
@@ -365,7 +376,8 @@ struct Cta {
       uint8_t* buf = ring(cur.g);
       if (cur.s < g.n_qst) {
         const int ws = it.w0 + cur.s * g.nwq, nw = min(g.nwq, g.nqs - cur.s * g.nwq);
-        const uint64_t blk_off = block_offset(g.kind, D, NSN_QUANT_NSN, a.n_kv_heads, a.layer, g.kvh, 0);  // K; V follows
+        // K block (V follows) = block_offset(g.kind, D, NSN_QUANT_NSN, .., g.kvh, 0): g.bb is the block size
+        const uint64_t blk_off = (uint64_t)((a.layer * a.n_kv_heads + g.kvh) * 2) * g.bb;
         // 16-byte chunks of the stage's windows (K and V blocks are contiguous in a page),
         // flattened over windows so every thread issues ~equally many; wi = idx / chunks by a
         // multiply-high (exact for idx < 2^32 / chunks).
