@@ -157,7 +157,9 @@ export function startServer(partial: Partial<ServerOptions> = {}): RunningServer
     idleTimeoutMs: opts.keepAliveMs,
     writeTimeoutMs: opts.writeTimeoutMs,
     maxHeadBytes: MAX_HEAD_BYTES,
-    inFlight: (id) => server.inFlight(id),
+    onOpen: (id) => server.open(id),
+    onClose: (id) => server.close(id),
+    answered: (id) => server.answered(id),
     onClientGone: (id) => server.clientGone(id),
     log,
   });

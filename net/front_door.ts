@@ -10,7 +10,8 @@
 //   - request heads checked before the HTTP server sees them (net/request_framer.ts): 431 and
 //     400 with OpenAI error bodies.
 // Each forwarded head carries CONN_HEADER, so the app can tell which connection has requests
-// in flight (inFlight; an idle connection is one with none and no bytes moving) and cancel them
+// in flight (heads forwarded less those answered; an idle connection is one with none and no
+// bytes moving) and cancel them
 // the moment their client goes (onClientGone).
 
 import { type Refusal, RequestFramer } from "./request_framer.ts";
@@ -27,8 +28,15 @@ export interface FrontDoorOptions {
   idleTimeoutMs: number;
   writeTimeoutMs: number;
   maxHeadBytes: number;
-  /** Requests of connection `id` the HTTP server is still answering. */
-  inFlight: (id: number) => number;
+  /** Connection `id` opened (before any of its bytes are forwarded) or ended. */
+  onOpen: (id: number) => void;
+  onClose: (id: number) => void;
+  /**
+   * Requests of connection `id` the HTTP server has answered in full. With the heads the door
+   * forwarded, it says whether a request is still being worked on, including one forwarded
+   * but not yet picked up by the server (a busy event loop), which must not count as idle.
+   */
+  answered: (id: number) => number;
   /**
    * The client of connection `id` closed or was dropped: its requests are to be cancelled.
    * Deno.serve itself notices a hang-up only when it next writes to the connection.
@@ -158,6 +166,16 @@ export class FrontDoor {
   async #serve(client: Deno.TcpConn, id: number): Promise<void> {
     const o = this.#opts;
     this.#open.set(id, () => closeQuietly(client));
+    o.onOpen(id);
+    try {
+      await this.#pipe(client, id);
+    } finally {
+      o.onClose(id);
+    }
+  }
+
+  async #pipe(client: Deno.TcpConn, id: number): Promise<void> {
+    const o = this.#opts;
     let upstream: Deno.Conn;
     try {
       upstream = await Deno.connect({ transport: "unix", path: o.upstreamPath() });
@@ -180,11 +198,12 @@ export class FrontDoor {
       maxHeadBytes: o.maxHeadBytes,
       maxHeaders: 100,
     });
+    const busy = () => framer.requests > o.answered(id); // forwarded, not yet answered
     let lastActivity = performance.now();
     let headStart = lastActivity; // the first request's head is timed from the accept
     const refuse = async (status: number, message: string, code: string) => {
       // Only when no response is under way: the refusal must not land inside one.
-      if (o.inFlight(id) === 0) await writeAll(client, errorResponse(status, message, code), 1000);
+      if (!busy()) await writeAll(client, errorResponse(status, message, code), 1000);
       closeBoth();
     };
     const tick = Math.max(50, Math.min(o.headerTimeoutMs, o.idleTimeoutMs) / 4);
@@ -195,7 +214,7 @@ export class FrontDoor {
       if (waitingHead && now - headStart > o.headerTimeoutMs) {
         refuse(408, "The request head did not arrive in time.", "request_timeout");
       } else if (
-        framer.idle && o.inFlight(id) === 0 && now - lastActivity > o.idleTimeoutMs
+        framer.idle && !busy() && now - lastActivity > o.idleTimeoutMs
       ) {
         closeBoth();
       }

@@ -1,7 +1,7 @@
 // Deno.serve on a private unix socket, behind net/front_door.ts. It tracks the requests each
-// front-door connection has in flight (from CONN_HEADER): the door's idle timeout never closes a
-// connection whose response is still being worked on, and when the door sees a client go
-// (clientGone) those requests' signals abort at once. Deno.serve alone aborts request.signal
+// front-door connection has in flight and answered (from CONN_HEADER): the door's idle timeout
+// never closes a connection whose response is still being worked on (or not yet picked up), and
+// when the door sees a client go (clientGone) those requests' signals abort at once. Deno.serve alone aborts request.signal
 // only when it writes to the connection, so a non-streaming request whose client hung up ran on
 // to max_tokens. If Deno.serve ever fails (its accept() out of file descriptors ends it), it is
 // started again on a fresh socket rather than leaving the process unable to serve.
@@ -16,7 +16,8 @@ export class HttpServer {
   #log: (msg: string) => void;
   #server!: Deno.HttpServer<Deno.UnixAddr>;
   #generation = 0;
-  #inFlight = new Map<number, Set<AbortController>>(); // connection id -> its requests
+  // Open front-door connections: the requests being answered and how many were answered.
+  #conns = new Map<number, { requests: Set<AbortController>; answered: number }>();
   #closing = false;
 
   constructor(fetch: Fetch, log: (msg: string) => void) {
@@ -30,14 +31,23 @@ export class HttpServer {
     return `${this.#dir}/http-${this.#generation}.sock`;
   }
 
-  /** Requests of front-door connection `id` not yet answered in full. */
-  inFlight(id: number): number {
-    return this.#inFlight.get(id)?.size ?? 0;
+  /** Front-door connection `id` opened: its requests are tracked until close(id). */
+  open(id: number): void {
+    this.#conns.set(id, { requests: new Set(), answered: 0 });
+  }
+
+  close(id: number): void {
+    this.#conns.delete(id);
+  }
+
+  /** Requests of front-door connection `id` answered in full. */
+  answered(id: number): number {
+    return this.#conns.get(id)?.answered ?? 0;
   }
 
   /** The client of connection `id` is gone: abort the signals of its requests. */
   clientGone(id: number): void {
-    for (const ac of this.#inFlight.get(id) ?? []) ac.abort();
+    for (const ac of this.#conns.get(id)?.requests ?? []) ac.abort();
   }
 
   /** No new connections; waits for the requests in flight. */
@@ -52,11 +62,12 @@ export class HttpServer {
     this.#server = Deno.serve({ path: this.path, onListen: () => {} }, (req, info) => {
       const id = Number(req.headers.get(CONN_HEADER));
       const ac = new AbortController();
-      const mine = this.#inFlight.get(id) ?? new Set();
-      this.#inFlight.set(id, mine.add(ac));
+      const conn = this.#conns.get(id); // none once the door has closed the connection
+      conn?.requests.add(ac);
       info.completed.finally(() => {
-        mine.delete(ac);
-        if (mine.size === 0) this.#inFlight.delete(id);
+        if (!conn) return;
+        conn.requests.delete(ac);
+        conn.answered++;
       });
       return this.#fetch(new Request(req, { signal: AbortSignal.any([req.signal, ac.signal]) }));
     });
