@@ -4,6 +4,7 @@
 // events(); non-streaming awaits result(), which also ranks best_of candidates.
 
 import { AsyncQueue } from "./async_queue.ts";
+import { startBeams } from "./completion_beams.ts";
 import type { ChatLogprobs } from "./chat_logprobs.ts";
 import { Choice, type PromptInfo } from "./completion_choice.ts";
 import { codePoints, tokenPieces } from "./detokenizer.ts";
@@ -78,6 +79,8 @@ export class CompletionRun {
   readonly tokenText: (id: number) => string;
   #choices: Choice[] = [];
   #seqs: Sequence[] = [];
+  /** use_beam_search: cancels the searches; their cached prompt tokens (usage). */
+  #beams: { cancel(): void; cachedTokens(): number } | null = null;
   #queue = new AsyncQueue<StreamEvent>();
   #remaining: number;
   #error: Error | null = null;
@@ -118,23 +121,31 @@ export class CompletionRun {
       }
     });
     this.#remaining = this.#choices.length;
-    if (runEngine) {
+    if (runEngine && req.beam) {
+      this.#beams = startBeams(this, this.#choices, deps.model.eosIds);
+      this.#listen(signal);
+    } else if (runEngine) {
       this.#seqs = deps.scheduler.submit(seqReqs);
-      if (signal?.aborted) this.cancel();
-      else if (signal) {
-        // Deno.serve also aborts the signal after a successful response: stop listening then.
-        const onAbort = () => this.cancel();
-        signal.addEventListener("abort", onAbort, { once: true });
-        this.#done.then(() => signal.removeEventListener("abort", onAbort));
-      }
+      this.#listen(signal);
     } else {
       for (const c of this.#choices) c.onFinish("length");
+    }
+  }
+
+  #listen(signal?: AbortSignal): void {
+    if (signal?.aborted) this.cancel();
+    else if (signal) {
+      // Deno.serve also aborts the signal after a successful response: stop listening then.
+      const onAbort = () => this.cancel();
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#done.then(() => signal.removeEventListener("abort", onAbort));
     }
   }
 
   /** The client is gone: every sequence is freed within one step. */
   cancel(): void {
     for (const s of this.#seqs) this.deps.scheduler.cancel(s);
+    this.#beams?.cancel();
   }
 
   /** Chunks as they are produced (streaming), then usage when asked, then the end. */
@@ -161,7 +172,7 @@ export class CompletionRun {
     const completion = this.#choices.reduce((a, c) => a + c.completionTokens, 0);
     // Each prompt counts once, as in prompt_tokens: its first candidate's cache hit (the
     // others share that candidate's pages).
-    let cached = 0;
+    let cached = this.#beams?.cachedTokens() ?? 0;
     for (let i = 0; i < this.#seqs.length; i += this.req.bestOf) {
       cached += this.#seqs[i].cachedTokens;
     }

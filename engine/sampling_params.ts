@@ -1,6 +1,7 @@
 // The typed form of one /v1/completions request (routes/validate.ts builds it) and the
 // per-choice SamplingParams the engine receives.
 
+import type { BeamOptions } from "./beam_search.ts";
 import type { KvBits, SamplingParams } from "./types.ts";
 
 export interface CompletionRequest {
@@ -41,6 +42,8 @@ export interface CompletionRequest {
   seed: number | null;
   /** vLLM's cache_salt: requests with different salts never share prefix-cache pages. */
   cacheSalt: string | null;
+  /** use_beam_search: the search's width and scoring; n (= bestOf) beams are returned. */
+  beam: BeamOptions | null;
 }
 
 /** Defaults of every optional field, as OpenAI documents them (vLLM for the extensions). */
@@ -70,6 +73,7 @@ export const REQUEST_DEFAULTS: Omit<CompletionRequest, "prompts" | "promptTexts"
   logitBias: new Map(),
   seed: null,
   cacheSalt: null,
+  beam: null,
 };
 
 function randomSeed(): bigint {

@@ -20,6 +20,7 @@ import {
   tokenId,
 } from "./validate_fields.ts";
 import { prompts } from "./validate_prompt.ts";
+import { beamOf } from "./beam_validate.ts";
 import { truncate, truncationOf } from "./truncation.ts";
 import { promptLogprobsOf, refuseUnhonoured } from "./vllm_extras.ts";
 
@@ -105,7 +106,7 @@ export async function validateCompletion(
   const n = integer(b, "n", d.n, 1, 128);
   const bestOf = integer(b, "best_of", n, 1, 128);
   if (bestOf < n) throw badRequest("best_of", `'best_of' (${bestOf}) must be >= n (${n}).`);
-  if (stream && bestOf > n) {
+  if (stream && bestOf > n && b.use_beam_search !== true) {
     throw badRequest("best_of", "'best_of' greater than 'n' cannot be streamed.");
   }
   const maxTokensGiven = present(b, "max_tokens");
@@ -162,7 +163,9 @@ export async function validateCompletion(
     logitBias: allowOnly(b, ctx.vocabSize, logitBias(b, ctx.vocabSize)),
     seed: (seed as number | null) ?? ctx.defaultSeed?.() ?? null,
     cacheSalt: cacheSalt as string | null,
+    beam: null,
   };
+  req.beam = beamOf(b, req);
 
   // Counted before any tokenization: a list of 100k prompts is refused cheaply.
   const listed = Array.isArray(b.prompt) && typeof b.prompt[0] !== "number";

@@ -8,12 +8,6 @@ import type { Body } from "./validate_fields.ts";
 
 /** Field -> whether the value asks for something, and why we cannot do it. */
 const UNHONOURED: Record<string, { asks: (v: unknown) => boolean; why: string }> = {
-  use_beam_search: {
-    asks: (v) => v === true,
-    why: "beam search needs forked sequences that share their parent's KV pages, which the " +
-      "page pool cannot do yet",
-  },
-  length_penalty: { asks: (v) => v !== 1, why: "it only applies to beam search" },
   guided_json: { asks: () => true, why: "guided decoding is not supported" },
   guided_regex: { asks: () => true, why: "guided decoding is not supported" },
   guided_choice: { asks: () => true, why: "guided decoding is not supported" },
