@@ -6,23 +6,10 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { startServer } from "../main.ts";
-import { ChatTemplate } from "../models/chat_template.ts";
 import { BOS, makeTestApp } from "./fake_engine.ts";
-
-/** The openai client over the fake-engine app (whose model gets a chat template). */
-function clientFor(t: ReturnType<typeof makeTestApp>): OpenAI {
-  t.state.ready!.model.chatTemplate = new ChatTemplate("{{ messages[0].content }}", "<s>", "</s>");
-  return new OpenAI({
-    baseURL: "http://test/v1",
-    apiKey: "unused",
-    maxRetries: 0,
-    fetch: async (input: string | URL | Request, init?: RequestInit) =>
-      await t.app.request(String(input instanceof Request ? input.url : input), init),
-  });
-}
+import { clientFor } from "./helpers/openai_client.ts";
 
 const REFUSED: [Record<string, unknown>, string][] = [
-  [{ use_beam_search: true, n: 2 }, "use_beam_search"],
   [{ length_penalty: 0.5 }, "length_penalty"],
   [{ guided_json: { type: "object" } }, "guided_json"],
 ];
