@@ -1,7 +1,6 @@
 // nsn_decode.cpp: reading an NSN block back: scales, window mean, codebook vectors, and the
 // full reconstruction (what attention over dequantized K/V sees; the fast path in
 // nsn_attend.cpp must agree with it to rounding).
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,17 +34,14 @@ void fp_side_put(const uint8_t* block, const float* s1, const float* o, int d) {
   v.insert(v.end(), o, o + d);
 }
 
-void fp_side_get(const uint8_t* block, float* s1, float* o, int d) {
+bool fp_side_get(const uint8_t* block, float* s1, float* o, int d) {
   FpSide& f = fp_side();
   std::lock_guard<std::mutex> lock(f.mu);
   auto it = f.map.find(block);
-  if (it == f.map.end() || it->second.size() != (size_t)(kWindow + d)) {
-    fprintf(stderr, "nsn: NSN_ABL_FP_S1/FP_MEAN: block %p has no fp32 side entry (copied page?)\n",
-            (const void*)block);
-    abort();
-  }
+  if (it == f.map.end() || it->second.size() != (size_t)(kWindow + d)) return false;
   memcpy(s1, it->second.data(), sizeof(float) * kWindow);
   memcpy(o, it->second.data() + kWindow, sizeof(float) * d);
+  return true;
 }
 
 void nsn_read_scales(const NsnBlockLayout& L, const uint8_t* block, int d, float* s1, float* s2,
@@ -62,9 +58,11 @@ void nsn_read_scales(const NsnBlockLayout& L, const uint8_t* block, int d, float
   }
   if (ablation & (NSN_ABL_FP_S1 | NSN_ABL_FP_MEAN)) {
     float fs1[kWindow], fo[256];
-    fp_side_get(block, fs1, fo, d);
-    if (ablation & NSN_ABL_FP_S1) memcpy(s1, fs1, sizeof(fs1));
-    if (ablation & NSN_ABL_FP_MEAN) memcpy(o, fo, sizeof(float) * d);
+    // A block this process did not encode (no side entry) keeps its stored 4-bit values.
+    if (fp_side_get(block, fs1, fo, d)) {
+      if (ablation & NSN_ABL_FP_S1) memcpy(s1, fs1, sizeof(fs1));
+      if (ablation & NSN_ABL_FP_MEAN) memcpy(o, fo, sizeof(float) * d);
+    }
   }
 }
 
