@@ -1,7 +1,7 @@
 // `deno task eval`: perplexity per KV precision under decode semantics (bench/perplexity.ts).
 //
 //   deno task eval [--model demo|DIR|synthetic:NAME] [--text FILE] [--ctx 512] [--windows 8]
-//                  [--kv-bits 16,2,1] [--baselines rtn] [--ablations no-norm1,no-shift,no-hadamard]
+//                  [--kv-bits 16,2,1] [--baselines rtn] [--ablations no-norm1,no-shift,no-hadamard,fp-s1,fp-mean,no-s2adj,s2-ls]
 //                  [--ablation-bits 1] [--backend auto|cpu|cuda] [--threads N] [--json OUT]
 //                  [--kv-error]   (adds per-layer K/V reconstruction error of the first window)
 //
@@ -22,7 +22,16 @@ import { formatTable, num, progressBar, writeJson } from "./report.ts";
 export const DEFAULT_TEXT = new URL("../tests/fixtures/brown_heldout.txt", import.meta.url)
   .pathname;
 
-const ABLATION_BITS: Record<string, number> = { "no-norm1": 1, "no-shift": 2, "no-hadamard": 4 };
+const ABLATION_BITS: Record<string, number> = {
+  "no-norm1": 1,
+  "no-shift": 2,
+  "no-hadamard": 4,
+  // CPU reference only (fidelity attribution; see cuda/src/quant/README.md):
+  "fp-s1": 8, // s1 in fp32 instead of 4-bit
+  "fp-mean": 64, // the window mean in fp32 instead of 4-bit
+  "no-s2adj": 16, // store s2, not s2'
+  "s2-ls": 32, // store the least-squares scale s2 <y, y^> / |y^|^2
+};
 
 export interface EvalOptions {
   model: string;
@@ -258,7 +267,7 @@ async function main(args: string[]): Promise<void> {
   if (f.help) {
     console.log(
       "deno task eval [--model demo|DIR|synthetic:NAME] [--text FILE] [--ctx 512] [--windows 8]\n" +
-        "  [--kv-bits 16,2,1] [--baselines rtn] [--ablations no-norm1,no-shift,no-hadamard]\n" +
+        "  [--kv-bits 16,2,1] [--baselines rtn] [--ablations no-norm1,no-shift,no-hadamard,fp-s1,fp-mean,no-s2adj,s2-ls]\n" +
         "  [--ablation-bits 1] [--backend auto|cpu|cuda] [--threads N] [--json OUT] [--kv-error]\n" +
         "  [--no-progress]\n\n" +
         "Perplexity of the model over --windows windows of --ctx tokens of --text, with the KV\n" +

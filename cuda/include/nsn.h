@@ -94,6 +94,16 @@ typedef struct nsn_model_config {
 #define NSN_ABL_NO_NORM1 1
 #define NSN_ABL_NO_SHIFT 2
 #define NSN_ABL_NO_HADAMARD 4
+/* Fidelity ablations, CPU reference only (the CUDA backend rejects them; default bytes unchanged):
+ * FP_S1: s1 in fp32 instead of 4 bits; FP_MEAN: the window mean in fp32 instead of 4 bits (both
+ * kept beside the block, not in it);
+ * NO_S2ADJ: store s2 instead of s2' = s2 |y|^2 / <y, y^>;
+ * S2_LS: store the least-squares scale s2 <y, y^> / |y^|^2 instead of s2'. */
+#define NSN_ABL_FP_S1 8
+#define NSN_ABL_NO_S2ADJ 16
+#define NSN_ABL_S2_LS 32
+#define NSN_ABL_FP_MEAN 64
+#define NSN_ABL_CPU_ONLY (NSN_ABL_FP_S1 | NSN_ABL_NO_S2ADJ | NSN_ABL_S2_LS | NSN_ABL_FP_MEAN)
 
 typedef struct nsn_engine_options {
   int32_t backend;          /* nsn_backend */

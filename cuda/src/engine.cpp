@@ -98,7 +98,8 @@ nsn_status resolve_options(nsn_engine_options& o) {
   REQUIRE(o.device >= 0, "options: device %d must be >= 0", o.device);
   REQUIRE(o.quant_method == NSN_QUANT_NSN || o.quant_method == NSN_QUANT_RTN,
           "options: quant_method %d must be 0 (nsn) or 1 (rtn)", o.quant_method);
-  REQUIRE((o.ablation & ~(NSN_ABL_NO_NORM1 | NSN_ABL_NO_SHIFT | NSN_ABL_NO_HADAMARD)) == 0,
+  REQUIRE((o.ablation & ~(NSN_ABL_NO_NORM1 | NSN_ABL_NO_SHIFT | NSN_ABL_NO_HADAMARD |
+                          NSN_ABL_CPU_ONLY)) == 0,
           "options: ablation 0x%x has unknown bits", o.ablation);
   REQUIRE(o.ablation == 0 || o.quant_method == NSN_QUANT_NSN,
           "options: ablation 0x%x applies to the nsn method only", o.ablation);
@@ -167,6 +168,12 @@ nsn_status nsn_engine_create(const nsn_model_config* cfg, const nsn_engine_optio
         return set_error(NSN_E_NO_DEVICE,
                          "backend cuda requested, but this library has no CUDA support or no "
                          "CUDA device is visible (use backend auto or cpu)");
+      }
+      if (spec.opts.ablation & NSN_ABL_CPU_ONLY) {
+        return set_error(NSN_E_INVALID,
+                         "options: ablation 0x%x (fp-s1, fp-mean, no-s2adj, s2-ls) exists in the CPU "
+                         "reference only (use backend cpu)",
+                         spec.opts.ablation);
       }
       spec.opts.backend = NSN_BACKEND_CUDA;
       st = NSN_E_BACKEND;

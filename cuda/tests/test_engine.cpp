@@ -59,7 +59,7 @@ void test_create_validation() {
       {"n_threads", [](nsn_engine_options& p) { p.n_threads = -1; }},
       {"max_seqs", [](nsn_engine_options& p) { p.max_seqs = -2; }},
       {"quant_method", [](nsn_engine_options& p) { p.quant_method = 5; }},
-      {"ablation", [](nsn_engine_options& p) { p.ablation = 16; }},
+      {"ablation", [](nsn_engine_options& p) { p.ablation = 128; }},  // no such bit
       {"ablation", [](nsn_engine_options& p) {
          p.quant_method = NSN_QUANT_RTN;
          p.ablation = NSN_ABL_NO_SHIFT;

@@ -147,8 +147,8 @@ void quant_attend_block(const QuantParams& p, const uint8_t* kblock, const uint8
 
   const NsnBlockLayout L = nsn_block_layout(p.kv_bits, d);
   float ks1[kWindow], ks2[kWindow], ko[256], vs1[kWindow], vs2[kWindow], vo[256], o_rot[256];
-  nsn_read_scales(L, kblock, d, ks1, ks2, ko);
-  nsn_read_scales(L, vblock, d, vs1, vs2, vo);
+  nsn_read_scales(L, kblock, d, ks1, ks2, ko, p.ablation);
+  nsn_read_scales(L, vblock, d, vs1, vs2, vo, p.ablation);
   rotate_mean(ko, d, p.inv_freq, pos0, o_rot);
   const DeltaTable& tab = delta_table(d, p.inv_freq);
   const bool no_h = (p.ablation & NSN_ABL_NO_HADAMARD) != 0;

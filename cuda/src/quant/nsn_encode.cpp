@@ -87,9 +87,13 @@ void nsn_encode_block(const QuantParams& p, const float* x, int32_t pos0, uint8_
   put_half(block + L.s1meta, us1.min);
   put_half(block + L.s1meta + 2, us1.step);
 
+  const bool fp_s1 = (p.ablation & NSN_ABL_FP_S1) != 0;
+  const bool fp_mean = (p.ablation & NSN_ABL_FP_MEAN) != 0;
+  float s1_used[kWindow];
   std::vector<float> x1((size_t)kWindow * d);
   for (int t = 0; t < kWindow; t++) {
-    const float s = fmaxf(uniform_value(us1, get_nibble(block + L.s1q, t)), kS1Eps);
+    const float s = fmaxf(fp_s1 ? s1[t] : uniform_value(us1, get_nibble(block + L.s1q, t)), kS1Eps);
+    s1_used[t] = s;
     for (int c = 0; c < d; c++) x1[t * d + c] = x[t * d + c] / s;
   }
 
@@ -108,7 +112,9 @@ void nsn_encode_block(const QuantParams& p, const float* x, int32_t pos0, uint8_
       put_half(block + L.ometa + 2 * (groups + g), u.step);
       for (int c = g * 32; c < g * 32 + 32; c++) o_hat[c] = uniform_value(u, get_nibble(block + L.oq, c));
     }
+    if (fp_mean) memcpy(o_hat, o, sizeof(float) * d);
   }
+  if (fp_s1 || fp_mean) fp_side_put(block, s1_used, o_hat, d);
 
   const SearchTables& cb = search_tables();
   float cs[128], sn[128], y[256], yq[256];
@@ -148,12 +154,16 @@ void nsn_encode_block(const QuantParams& p, const float* x, int32_t pos0, uint8_
     }
     nsn_decode_codes(p.kv_bits, codes, signs, d, yq);
     // 7. s2' = s2 |y|^2 / <y, y^>: the reconstruction's component along y becomes exact.
-    double yy = 0.0, yyq = 0.0;
+    // (Ablations: NO_S2ADJ stores s2; S2_LS the least-squares s2 <y, y^> / |y^|^2.)
+    double yy = 0.0, yyq = 0.0, yqyq = 0.0;
     for (int c = 0; c < d; c++) {
       yy += (double)y[c] * y[c];
       yyq += (double)y[c] * yq[c];
+      yqyq += (double)yq[c] * yq[c];
     }
-    const float s2p = yyq > 0.0 ? (float)(s2 * (yy / yyq)) : s2;
+    float s2p = yyq > 0.0 ? (float)(s2 * (yy / yyq)) : s2;
+    if (p.ablation & NSN_ABL_NO_S2ADJ) s2p = s2;
+    if (p.ablation & NSN_ABL_S2_LS) s2p = yqyq > 0.0 ? (float)(s2 * (yyq / yqyq)) : s2;
     put_half(block + L.s2 + 2 * t, s2p);
   }
 }

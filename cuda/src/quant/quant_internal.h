@@ -50,9 +50,18 @@ inline int uniform_code(const Uniform& u, float v, int levels) {
 // fmaf so the CPU reference and the CUDA kernels (which fuse by default) agree to the bit.
 inline float uniform_value(const Uniform& u, int code) { return fmaf((float)code, u.step, u.min); }
 
-// The first scales s1^ [64] and the window mean o^ [d] stored in an NSN block.
+// The first scales s1^ [64] and the window mean o^ [d] stored in an NSN block. With
+// NSN_ABL_FP_S1 in `ablation`, s1 and the mean come from the fp32 side table instead.
 void nsn_read_scales(const NsnBlockLayout& L, const uint8_t* block, int d, float* s1, float* s2,
-                     float* o);
+                     float* o, int32_t ablation = 0);
+
+// NSN_ABL_FP_S1 / NSN_ABL_FP_MEAN (fidelity ablations of the CPU reference only): the page format
+// has no room for fp32 s1 and window mean, so the encoder keeps them in a process-wide table
+// keyed by the block's address (one entry per address: bounded by the arena) and every reader
+// of that block looks them up there. A block without an entry (one this process never encoded
+// under the flag) keeps its stored 4-bit values: never a crash at the C ABI.
+void fp_side_put(const uint8_t* block, const float* s1, const float* o, int d);
+bool fp_side_get(const uint8_t* block, float* s1, float* o, int d);  // false: no entry
 
 // +-1.0f for every bit j of a sign byte (bit set = negative): [256][8]. Multiplying by it is
 // exact, so it flips signs like a negation does, without a branch per element.
