@@ -62,7 +62,7 @@ export async function runAbuse(r: RawEngine, live: number[]): Promise<AbuseResul
     ["threads -1", create({}, cpu({ nThreads: -1 }))],
     ["max_seqs -1", create({}, cpu({ maxSeqs: -1 }))],
     ["max_step_tokens -5", create({}, cpu({ maxStepTokens: -5 }))],
-    ["ablation 64", create({}, cpu({ ablation: 64 }))],
+    ["ablation 128", create({}, cpu({ ablation: 128 }))],
     ["backend 9", create({}, patched(cpu(), "backend", 9))],
     ["quant_method 5", create({}, patched(cpu(), "quant_method", 5))],
     ["debug_checks 2", create({}, patched(cpu(), "debug_checks", 2))],
