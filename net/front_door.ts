@@ -207,9 +207,19 @@ export class FrontDoor {
       closeBoth();
     };
     const tick = Math.max(50, Math.min(o.headerTimeoutMs, o.idleTimeoutMs) / 4);
+    let lastTick = performance.now();
     const watchdog = setInterval(() => {
       if (closed) return;
       const now = performance.now();
+      // A late tick means this process's event loop was blocked: bytes that arrived meanwhile
+      // are still unread, so the blocked time does not count against the client.
+      const stall = now - lastTick - tick;
+      lastTick = now;
+      if (stall > tick) {
+        headStart += stall;
+        lastActivity += stall;
+        return;
+      }
       const waitingHead = framer.readingHead || (framer.requests === 0 && framer.idle);
       if (waitingHead && now - headStart > o.headerTimeoutMs) {
         refuse(408, "The request head did not arrive in time.", "request_timeout");
