@@ -15,6 +15,7 @@ import { KV_BITS, type KvBits } from "./engine/types.ts";
 import { raiseFdLimit } from "./ffi/fd_limit.ts";
 import { openLibrary } from "./ffi/library.ts";
 import { readChatTemplateFile } from "./models/chat_template.ts";
+import { intArg } from "./bench/cli_args.ts";
 import { type LoadedModel, loadModel } from "./models/loader.ts";
 import { FrontDoor } from "./net/front_door.ts";
 import { HttpServer } from "./net/http_server.ts";
@@ -289,23 +290,6 @@ const USAGE = `Usage: deno task start [options]
   --debug-checks                    verify page tables and reference counts every step (slow)
   --help                            this text`;
 
-/** A decimal integer flag ("0x10", "1e3", "8.0" and " 8" are refused, not reinterpreted). */
-function intFlag(
-  name: string,
-  v: string | undefined,
-  min: number,
-  max = Number.MAX_SAFE_INTEGER,
-): number | undefined {
-  if (v === undefined) return undefined;
-  const n = /^\d+$/.test(v) ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new Error(
-      `--${name} must be a decimal integer in [${min}, ${max}], got ${JSON.stringify(v)}`,
-    );
-  }
-  return n;
-}
-
 /** vLLM's `--served-model-name a b c`: the names after the flag up to the next flag. */
 function spreadServedNames(args: string[]): string[] {
   const out: string[] = [];
@@ -382,7 +366,7 @@ export function parseCli(
   };
   set("model", values.model);
   set("host", values.host);
-  set("port", intFlag("port", values.port, 0, 65535));
+  set("port", intArg("port", values.port, 0, 65535));
   if (values["kv-bits"] !== undefined) {
     const k = Number(values["kv-bits"]);
     if (!KV_BITS.includes(k as KvBits)) throw new Error("--kv-bits must be 16, 2 or 1");
@@ -394,21 +378,21 @@ export function parseCli(
     }
     out.backend = values.backend as ServerOptions["backend"];
   }
-  set("maxNumSeqs", intFlag("max-num-seqs", values["max-num-seqs"], 1));
-  set("maxModelLen", intFlag("max-model-len", values["max-model-len"], 1));
-  set("maxQueue", intFlag("max-queue", values["max-queue"], 1));
-  set("maxStepTokens", intFlag("max-step-tokens", values["max-step-tokens"], 1));
-  set("kvPoolMb", intFlag("kv-pool-mb", values["kv-pool-mb"], 1));
+  set("maxNumSeqs", intArg("max-num-seqs", values["max-num-seqs"], 1));
+  set("maxModelLen", intArg("max-model-len", values["max-model-len"], 1));
+  set("maxQueue", intArg("max-queue", values["max-queue"], 1));
+  set("maxStepTokens", intArg("max-step-tokens", values["max-step-tokens"], 1));
+  set("kvPoolMb", intArg("kv-pool-mb", values["kv-pool-mb"], 1));
   set("apiKey", apiKeyOption(values["api-key"], env));
   set("cors", values.cors);
-  set("threads", intFlag("threads", values.threads, 1));
+  set("threads", intArg("threads", values.threads, 1));
   const names = values["served-model-name"];
   if (names !== undefined) {
     if (names.some((n) => n.trim() === "")) throw new Error("--served-model-name needs a name");
     out.servedModelNames = names;
   }
   set("chatTemplate", values["chat-template"]);
-  set("seed", intFlag("seed", values.seed, 0));
+  set("seed", intArg("seed", values.seed, 0));
   const level = values["log-level"];
   if (level !== undefined) {
     if (!LOG_LEVELS.includes(level as LogLevel)) {
@@ -419,11 +403,11 @@ export function parseCli(
   set("debugChecks", values["debug-checks"]);
   if (values["no-prefix-caching"]) out.prefixCaching = false;
   set("kvEventsEndpoint", values["kv-events-endpoint"]);
-  const grace = intFlag("grace-seconds", values["grace-seconds"], 0);
+  const grace = intArg("grace-seconds", values["grace-seconds"], 0);
   if (grace !== undefined) out.graceMs = grace * 1000;
-  set("maxConnections", intFlag("max-connections", values["max-connections"], 1));
+  set("maxConnections", intArg("max-connections", values["max-connections"], 1));
   const seconds = (flag: string, key: "headerTimeoutMs" | "keepAliveMs" | "writeTimeoutMs") => {
-    const v = intFlag(flag, values[flag as "keep-alive-seconds"], 1);
+    const v = intArg(flag, values[flag as "keep-alive-seconds"], 1);
     if (v !== undefined) out[key] = v * 1000;
   };
   seconds("header-timeout-seconds", "headerTimeoutMs");

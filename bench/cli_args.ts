@@ -1,8 +1,12 @@
-// Option values of `deno task bench` and `deno task eval`, checked where they are parsed: a
-// value that is not what the flag means is an error naming the flag (`--concurrency 0` used to
-// hang, `--concurrency abc` silently meant unlimited, `--num-prompts 0` printed zeros).
+// Option values of `deno task bench` and `deno task eval` (and the server's integer flags, in
+// main.ts), checked where they are parsed: a value that is not what the flag means is an error
+// naming the flag (`--concurrency 0` used to hang, `--concurrency abc` silently meant unlimited,
+// `--num-prompts 0` printed zeros).
 
-/** A decimal integer >= min (and <= max); undefined when the flag is absent. */
+/**
+ * A decimal integer >= min (and <= max); undefined when the flag is absent. "0x10", "1e3", "8.0"
+ * and " 8" are refused, not reinterpreted.
+ */
 export function intArg(
   flag: string,
   v: string | undefined,
@@ -10,7 +14,7 @@ export function intArg(
   max = Number.MAX_SAFE_INTEGER,
 ): number | undefined {
   if (v === undefined) return undefined;
-  const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+  const n = /^\d+$/.test(v) ? Number(v) : NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
     throw new Error(`--${flag} must be an integer ${range}, got ${JSON.stringify(v)}`);
