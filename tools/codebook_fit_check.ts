@@ -10,10 +10,8 @@
 // Prints MSE per element, the mean cosine per 8- and 128-vector, and the train-vs-held-out MSE
 // of the shipped table on its own training set (overfitting shows as a gap between the two).
 
-import { gaussian, render } from "./gen_codebooks.ts";
+import { assignNearest, DIM, finish, gaussian, K, render } from "./gen_codebooks.ts";
 
-const DIM = 8;
-const K = 256;
 const SEED_C1 = 0x4e534e31; // gen_codebooks.ts's C1 training seed
 const SEED_FRESH = 0x46524553; // "FRES": held-out samples, not used by gen_codebooks.ts
 
@@ -36,39 +34,12 @@ function parseTable(src: string, name: string): Float32Array {
   return Float32Array.from(vals);
 }
 
-function assignAll(x: Float64Array, c: Float64Array, assign: Int32Array): number {
-  const n = x.length / DIM;
-  const cn = new Float64Array(K);
-  for (let k = 0; k < K; k++) {
-    let s = 0;
-    for (let j = 0; j < DIM; j++) s += c[k * DIM + j] ** 2;
-    cn[k] = s;
-  }
-  let changed = 0;
-  for (let i = 0, xo = 0; i < n; i++, xo += DIM) {
-    const x0 = x[xo], x1 = x[xo + 1], x2 = x[xo + 2], x3 = x[xo + 3];
-    const x4 = x[xo + 4], x5 = x[xo + 5], x6 = x[xo + 6], x7 = x[xo + 7];
-    let best = 0, bestD = Infinity;
-    for (let k = 0, co = 0; k < K; k++, co += DIM) {
-      const dist = cn[k] - 2 * (x0 * c[co] + x1 * c[co + 1] + x2 * c[co + 2] + x3 * c[co + 3] +
-            x4 * c[co + 4] + x5 * c[co + 5] + x6 * c[co + 6] + x7 * c[co + 7]);
-      if (dist < bestD) {
-        bestD = dist;
-        best = k;
-      }
-    }
-    if (assign[i] !== best) changed++;
-    assign[i] = best;
-  }
-  return changed;
-}
-
 /** MSE per element and mean cosine per 8-vector and per 128-vector of x coded with c. */
 function quality(x: Float64Array, cb: Float32Array | Float64Array) {
   const c = Float64Array.from(cb);
   const n = x.length / DIM;
   const a = new Int32Array(n).fill(-1);
-  assignAll(x, c, a);
+  assignNearest(x, c, a);
   let se = 0, cos8 = 0, cos128 = 0;
   let xy = 0, xx = 0, yy = 0;
   for (let i = 0; i < n; i++) {
@@ -124,7 +95,7 @@ function fit(x: Float64Array, iters: number, seedX: Float64Array): { c: Float64A
   const a = new Int32Array(n).fill(-1);
   let it = 0;
   for (; it < iters; it++) {
-    const changed = assignAll(x, c, a);
+    const changed = assignNearest(x, c, a);
     const sum = new Float64Array(K * DIM), cnt = new Int32Array(K);
     for (let i = 0; i < n; i++) {
       cnt[a[i]]++;
@@ -161,16 +132,7 @@ if (import.meta.main) {
   show(`refit C1 on its training samples`, quality(train, c));
   show(`refit C1 on 2^${evalLog2} held-out samples`, quality(fresh, c));
   if (outI >= 0) {
-    const rows = Array.from(
-      { length: K },
-      (_, k) => Array.from(c.subarray(k * DIM, k * DIM + DIM)),
-    );
-    const nrm = (r: number[]) => r.reduce((s, v) => s + v * v, 0);
-    rows.sort((p, q) => nrm(p) - nrm(q));
-    Deno.writeTextFileSync(
-      Deno.args[outI + 1],
-      render(Float32Array.from(rows.flat()), parseTable(src, "kCodebook2")),
-    );
+    Deno.writeTextFileSync(Deno.args[outI + 1], render(finish(c), parseTable(src, "kCodebook2")));
     console.log(`wrote ${Deno.args[outI + 1]} (refit C1, shipped C2)`);
   }
 }

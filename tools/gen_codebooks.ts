@@ -14,8 +14,8 @@
 // what matters is the cosine of the whole d-vector, which for mean-of-cell centroids is
 // sqrt(1 - MSE / E|x|^2): minimizing the L2 distortion is already the right objective.
 
-const DIM = 8;
-const K = 256;
+export const DIM = 8;
+export const K = 256;
 const N_TRAIN = 1 << 17;
 const MAX_ITERS = 40;
 const SEED_C1 = 0x4e534e31; // "NSN1"
@@ -108,6 +108,18 @@ function norms(c: Float64Array): Float64Array {
   return out;
 }
 
+/** Assigns every sample of x to its nearest centroid of c; returns how many assignments changed. */
+export function assignNearest(x: Float64Array, c: Float64Array, assign: Int32Array): number {
+  const cn = norms(c);
+  let changed = 0;
+  for (let i = 0; i < x.length / DIM; i++) {
+    const a = nearest(x, i * DIM, c, cn);
+    if (a !== assign[i]) changed++;
+    assign[i] = a;
+  }
+  return changed;
+}
+
 /** k-means++ seeding: each next centre drawn with probability proportional to D^2. */
 function seedPlusPlus(x: Float64Array, rng: Rng): Float64Array {
   const n = x.length / DIM;
@@ -141,13 +153,7 @@ function kmeans(x: Float64Array, seed: number): Float64Array {
   const c = seedPlusPlus(x, new Rng(seed ^ 0x5eed));
   const assign = new Int32Array(n).fill(-1);
   for (let it = 0; it < MAX_ITERS; it++) {
-    const cn = norms(c);
-    let changed = 0;
-    for (let i = 0; i < n; i++) {
-      const a = nearest(x, i * DIM, c, cn);
-      if (a !== assign[i]) changed++;
-      assign[i] = a;
-    }
+    let changed = assignNearest(x, c, assign);
     const sum = new Float64Array(K * DIM);
     const cnt = new Int32Array(K);
     for (let i = 0; i < n; i++) {
@@ -173,7 +179,7 @@ function kmeans(x: Float64Array, seed: number): Float64Array {
 }
 
 /** Rounds to float32 and orders centroids by (norm, then coordinates) so the table reads well. */
-function finish(c: Float64Array): Float32Array {
+export function finish(c: Float64Array): Float32Array {
   const rows = Array.from({ length: K }, (_, k) => Array.from(c.subarray(k * DIM, k * DIM + DIM)));
   const nrm = (r: number[]) => r.reduce((s, v) => s + v * v, 0);
   const lex = (a: number[], b: number[]) => {
