@@ -223,9 +223,12 @@ export class FrontDoor {
       const waitingHead = framer.readingHead || (framer.requests === 0 && framer.idle);
       if (waitingHead && now - headStart > o.headerTimeoutMs) {
         refuse(408, "The request head did not arrive in time.", "request_timeout");
-      } else if (
-        framer.idle && !busy() && now - lastActivity > o.idleTimeoutMs
-      ) {
+      } else if (busy()) {
+        // The keep-alive clock starts when the last response is out. The server may finish a
+        // response whose bytes still sit in the unix socket, not yet read by `down`: a request
+        // that took longer than the idle timeout must not be cut off in that gap.
+        lastActivity = now;
+      } else if (framer.idle && now - lastActivity > o.idleTimeoutMs) {
         closeBoth();
       }
     }, tick);
