@@ -138,7 +138,7 @@ export class BeamSearch {
         cacheSalt,
       };
     });
-    this.#seqs = this.#scheduler.submit(reqs);
+    this.#seqs = this.#scheduler.submit(reqs, !first);
     const settled = await Promise.allSettled(ends);
     if (first) this.cachedTokens = this.#seqs[0].cachedTokens;
     this.#seqs = [];

@@ -92,12 +92,16 @@ export class Scheduler {
     return this.#waiting.length;
   }
 
-  /** Queues all sequences of one request, or none (QueueFullError). */
-  submit(reqs: SeqRequest[]): Sequence[] {
+  /**
+   * Queues all sequences of one request, or none (QueueFullError). `continuation`: more work of
+   * a request the queue already took (a beam search's later rounds), which a full queue must
+   * not fail halfway through.
+   */
+  submit(reqs: SeqRequest[], continuation = false): Sequence[] {
     if (this.#closed) throw new ShutdownError();
     const waiting = this.#waiting.length;
     // An empty queue takes any request, so a large n never becomes unservable.
-    if (waiting > 0 && waiting + reqs.length > this.opts.maxQueue) {
+    if (!continuation && waiting > 0 && waiting + reqs.length > this.opts.maxQueue) {
       throw new QueueFullError(1);
     }
     const seqs = reqs.map((r) => new Sequence(r));

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { type Beam, BeamAborted, beamScore, BeamSearch } from "../engine/beam_search.ts";
-import type { Scheduler } from "../engine/scheduler.ts";
+import { QueueFullError, type Scheduler } from "../engine/scheduler.ts";
 import { KV_BITS, type KvBits } from "../engine/types.ts";
 import { prompt, request, setup } from "./helpers/sched.ts";
 
@@ -109,4 +109,28 @@ Deno.test("cancelling mid-search frees every page", async () => {
     noPagesHeld(s);
     await s.close();
   }
+});
+
+Deno.test("a beam search's later rounds are not refused by a full queue", async () => {
+  const { s } = setup({ stepDelayMs: 1 }, { maxQueue: 4, maxNumSeqs: 2 });
+  const p = prompt(70);
+  const run = search(s, p, 2, 3, 12).run(); // admitted while the queue is empty
+  // Fill the queue behind it: its next rounds (3 beams each) would overflow maxQueue.
+  const others: ReturnType<typeof request>[] = [];
+  while (others.length < 4) {
+    const o = request(prompt(20), 2, 40);
+    try {
+      s.submit([o.req]);
+      others.push(o);
+    } catch (e) {
+      if (!(e instanceof QueueFullError)) throw e;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+  const beams = await run;
+  assert.equal(beams.length, 3);
+  assert.ok(beams.every((b) => b.outs.length === 12));
+  await Promise.all(others.map((o) => o.out.done));
+  noPagesHeld(s);
+  await s.close();
 });
