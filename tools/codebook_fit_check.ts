@@ -1,7 +1,7 @@
 // Is the shipped 1-bit codebook (C1 in cuda/src/quant/codebooks.cpp) a good k-means fit to
 // N(0, I8)? Compares its quantization MSE on many fresh Gaussian samples with a codebook fitted
-// afresh with more samples and more Lloyd iterations (same k-means++ and Lloyd as
-// tools/gen_codebooks.ts, which stops after 40 iterations on 2^17 samples).
+// afresh with other samples, sizes and Lloyd iterations (D^2 seeding on a subsample and Lloyd,
+// as tools/gen_codebooks.ts does on its RECIPE_C1 samples).
 //
 //   deno run -A tools/codebook_fit_check.ts [--train-log2 19] [--iters 200] [--eval-log2 20]
 //                                           [--seed N] [--out FILE]   (FILE: a codebooks.cpp with the refit C1
@@ -10,7 +10,7 @@
 // Prints MSE per element, the mean cosine per 8- and 128-vector, and the train-vs-held-out MSE
 // of the shipped table on its own training set (overfitting shows as a gap between the two).
 
-import { assignNearest, DIM, finish, gaussian, K, render } from "./gen_codebooks.ts";
+import { assignNearest, DIM, finish, gaussian, K, RECIPE_C1, render } from "./gen_codebooks.ts";
 
 const SEED_C1 = 0x4e534e31; // gen_codebooks.ts's C1 training seed
 const SEED_FRESH = 0x46524553; // "FRES": held-out samples, not used by gen_codebooks.ts
@@ -122,7 +122,8 @@ if (import.meta.main) {
     console.log(
       `${name.padEnd(44)} MSE/elem ${f(q.mse)}  cos/8 ${f(q.cos8)}  cos/128 ${f(q.cos128)}`,
     );
-  show("shipped C1 on its 2^17 training samples", quality(gaussian(1 << 17, SEED_C1), shipped));
+  const trained = gaussian(1 << RECIPE_C1.log2, SEED_C1);
+  show(`shipped C1 on its 2^${RECIPE_C1.log2} training samples`, quality(trained, shipped));
   show(`shipped C1 on 2^${evalLog2} held-out samples`, quality(fresh, shipped));
   const t0 = performance.now();
   const train = gaussian(1 << trainLog2, (SEED_C1 ^ 0x1234567) + arg("--seed", 0));
