@@ -19,10 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 
 #include <algorithm>
 #include <functional>
+#include <memory>
+#include <utility>
 #include <vector>
 
 using std::max;
@@ -30,9 +33,41 @@ using std::min;
 
 namespace nsn_emu {
 
+// ---- fibers ----------------------------------------------------------------------------------
+// On x86-64 a fiber switch is a few instructions (callee-saved registers, MXCSR and the x87
+// control word, the stack pointer): glibc's swapcontext makes a sigprocmask system call per
+// switch, which dominated the run time of kernels with many barriers and shuffles. Elsewhere
+// ucontext is used.
+#if defined(__x86_64__)
+#define NSN_EMU_FAST_SWITCH 1
+// Saves this context's registers on its stack and its stack pointer in *save, then continues the
+// context whose stack pointer is `load` (saved by an earlier switch or made by make_context).
+__attribute__((naked, noinline)) inline void switch_context(void** /*save*/, void* /*load*/) {
+  asm volatile(
+      "pushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n\t"
+      "subq $8, %rsp\n\tstmxcsr (%rsp)\n\tfnstcw 4(%rsp)\n\t"
+      "movq %rsp, (%rdi)\n\tmovq %rsi, %rsp\n\t"
+      "ldmxcsr (%rsp)\n\tfldcw 4(%rsp)\n\taddq $8, %rsp\n\t"
+      "popq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n\tret\n\t");
+}
+// A fresh context on [stack, stack + bytes) that starts in entry() (which must never return).
+inline void* make_context(char* stack, size_t bytes, void (*entry)()) {
+  uint64_t* top = (uint64_t*)(((uintptr_t)(stack + bytes)) & ~(uintptr_t)15);
+  *--top = 0;                  // entry's return address (never used): entry sees rsp = 8 mod 16
+  *--top = (uint64_t)entry;    // popped by switch_context's ret
+  for (int i = 0; i < 6; i++) *--top = 0;  // rbp rbx r12 r13 r14 r15
+  *--top = 0x037F00001F80ull;  // MXCSR (low word: default) and x87 control word (default)
+  return top;
+}
+#endif
+
 struct Fiber {
+#ifdef NSN_EMU_FAST_SWITCH
+  void* sp = nullptr;
+#else
   ucontext_t ctx;
-  std::vector<char> stack;
+#endif
+  char* stack = nullptr;
   bool done = false;
 };
 
@@ -40,9 +75,13 @@ struct Block {
   int n = 0, cur = 0;
   uint3 bid{};
   dim3 bdim, gdim;
-  std::vector<Fiber> f;
+  Fiber* f = nullptr;
+#ifdef NSN_EMU_FAST_SWITCH
+  void* sched = nullptr;
+#else
   ucontext_t sched;
-  int bar_count = 0;
+#endif
+  int bar_count = 0, done_count = 0;
   long bar_gen = 0;
   int wcount[64] = {0};
   long wgen[64] = {0};
@@ -51,13 +90,47 @@ struct Block {
   const std::function<void()>* body = nullptr;
 };
 
+// Fiber stacks, kept per OS thread and reused by every launch of that thread (mapped without
+// reserve: only the pages a kernel touches become resident).
+constexpr size_t kStackBytes = 128 << 10;
+struct StackPool {
+  std::vector<Fiber> fibers;
+  ~StackPool() {
+    for (Fiber& f : fibers) munmap(f.stack, kStackBytes);
+  }
+  Fiber* get(int n) {
+    while ((int)fibers.size() < n) {
+      void* p = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p == MAP_FAILED) {
+        fprintf(stderr, "cuda_emu: cannot map a fiber stack\n");
+        abort();
+      }
+      Fiber f;
+      f.stack = (char*)p;
+      fibers.push_back(f);
+    }
+    return fibers.data();
+  }
+};
+inline StackPool& stack_pool() {
+  static thread_local StackPool pool;
+  return pool;
+}
+
+// The block that runs on this OS thread (Deno calls the library from several threads; each runs
+// its kernels on its own).
 inline Block*& cur_block() {
-  static Block* b = nullptr;
+  static thread_local Block* b = nullptr;
   return b;
 }
 inline void yield() {
   Block* b = cur_block();
+#ifdef NSN_EMU_FAST_SWITCH
+  switch_context(&b->f[b->cur].sp, b->sched);
+#else
   swapcontext(&b->f[b->cur].ctx, &b->sched);
+#endif
 }
 inline int tid() { return cur_block()->cur; }
 inline uint8_t* smem_base() { return cur_block()->smem.data(); }
@@ -66,40 +139,67 @@ inline void fiber_main() {
   Block* b = cur_block();
   (*b->body)();
   b->f[b->cur].done = true;
+  b->done_count++;
+#ifdef NSN_EMU_FAST_SWITCH
+  void* dead;
+  switch_context(&dead, b->sched);
+  abort();  // never resumed
+#else
   swapcontext(&b->f[b->cur].ctx, &b->sched);
+#endif
 }
 
 inline void run_block(Block& b) {
+  Block* outer = cur_block();
   cur_block() = &b;
   for (int i = 0; i < b.n; i++) {
     Fiber& fb = b.f[i];
-    if (fb.stack.empty()) fb.stack.resize(128 << 10);
+#ifdef NSN_EMU_FAST_SWITCH
+    fb.sp = make_context(fb.stack, kStackBytes, fiber_main);
+#else
     getcontext(&fb.ctx);
-    fb.ctx.uc_stack.ss_sp = fb.stack.data();
-    fb.ctx.uc_stack.ss_size = fb.stack.size();
+    fb.ctx.uc_stack.ss_sp = fb.stack;
+    fb.ctx.uc_stack.ss_size = kStackBytes;
     fb.ctx.uc_link = nullptr;
     makecontext(&fb.ctx, fiber_main, 0);
+#endif
     fb.done = false;
   }
+  b.done_count = 0;
   for (;;) {
     bool any = false;
     for (int i = 0; i < b.n; i++) {
       if (b.f[i].done) continue;
       any = true;
       b.cur = i;
+#ifdef NSN_EMU_FAST_SWITCH
+      switch_context(&b.sched, b.f[i].sp);
+#else
       swapcontext(&b.sched, &b.f[i].ctx);
+#endif
     }
     if (!any) break;
   }
-  cur_block() = nullptr;
+  cur_block() = outer;
 }
 
+// Runs a grid now, block after block, on this OS thread.
 inline void launch(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
-  Block b;
-  b.n = (int)(block.x * block.y * block.z);
+  if (cur_block()) {
+    fprintf(stderr, "cuda_emu: kernel launch from inside a kernel\n");
+    abort();
+  }
+  const int n = (int)(block.x * block.y * block.z);
+  if (n <= 0 || n > 2048) {
+    fprintf(stderr, "cuda_emu: bad block size %d\n", n);
+    abort();
+  }
+  std::unique_ptr<Block> bp(new Block);  // ~70 KB: not on the caller's stack
+  Block& b = *bp;
+  b.n = n;
   b.bdim = block;
   b.gdim = grid;
-  b.f.resize(b.n);
+  b.f = stack_pool().get(n);
   b.body = &body;
   for (unsigned z = 0; z < grid.z; z++) {
     for (unsigned y = 0; y < grid.y; y++) {
@@ -124,7 +224,14 @@ inline void syncthreads() {
     asm volatile("" ::: "memory");
     return;
   }
-  while (b->bar_gen == g) yield();
+  while (b->bar_gen == g) {
+    if (b->bar_count + b->done_count == b->n) {
+      fprintf(stderr, "cuda_emu: __syncthreads deadlock: %d threads exited, %d wait\n", b->done_count,
+              b->bar_count);
+      abort();
+    }
+    yield();
+  }
   asm volatile("" ::: "memory");
 }
 inline void warp_barrier() {
@@ -161,6 +268,7 @@ inline T shfl(T v, int src_lane_fn_kind, int arg) {
   if (src_lane_fn_kind == 0) src = lane ^ arg;                  // xor
   if (src_lane_fn_kind == 1) src = lane + arg < 32 ? lane + arg : lane;  // down
   if (src_lane_fn_kind == 2) src = arg & 31;                    // idx
+  if (src_lane_fn_kind == 3) src = lane - arg >= 0 ? lane - arg : lane;  // up
   T r;
   memcpy(&r, x[src], sizeof(T));
   done_reading();
@@ -198,6 +306,7 @@ inline float h2f(uint16_t h) {
 #define __shfl_xor_sync(mask, v, o) nsn_emu::shfl((v), 0, (o))
 #define __shfl_down_sync(mask, v, o) nsn_emu::shfl((v), 1, (o))
 #define __shfl_sync(mask, v, l) nsn_emu::shfl((v), 2, (l))
+#define __shfl_up_sync(mask, v, o) nsn_emu::shfl((v), 3, (o))
 #define __any_sync(mask, p) nsn_emu::any(p)
 #undef __global__
 #define __global__
@@ -215,31 +324,41 @@ inline float h2f(uint16_t h) {
 #define __fmaf_rn(a, b, c) fmaf((a), (b), (c))
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 
-// Host API stand-ins for what the launchers and tests call.
-#define cudaFuncSetAttribute(...) cudaSuccess
-#define cudaGetLastError() cudaSuccess
-#define cudaPeekAtLastError() cudaSuccess
-#define cudaDeviceSynchronize() cudaSuccess
-#define cudaStreamSynchronize(s) cudaSuccess
-#define cudaGetErrorString(e) "cuda error (emulator)"
-inline cudaError_t emu_malloc(void** p, size_t n) {
-  *p = malloc(n ? n : 1);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+// The runtime API (memory, streams, graphs, errors) for the launchers, the tests and the backend.
+#include "cuda_emu_runtime.h"
+
+// Kernel-side intrinsics of sampling.cu. The emulator's threads switch only at barriers, so
+// atomics are plain read-modify-writes.
+#undef __shared__
+#define __shared__ static thread_local  // one per OS thread: shared by the block's fibers
+inline uint32_t __float_as_uint(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
 }
-#define cudaMalloc(p, n) emu_malloc((void**)(p), (n))
-#define cudaFree(p) (free(p), cudaSuccess)
-#define cudaMemcpy(d, s, n, k) (memcpy((d), (s), (n)), cudaSuccess)
-#define cudaMemcpyAsync(d, s, n, k, st) (memcpy((d), (s), (n)), cudaSuccess)
-#define cudaMemset(d, v, n) (memset((d), (v), (n)), cudaSuccess)
-inline cudaError_t emu_props(cudaDeviceProp* p, int) {
-  memset(p, 0, sizeof *p);
-  strcpy(p->name, "CPU emulator");
-  p->multiProcessorCount = 132;
-  return cudaSuccess;
+inline float __uint_as_float(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
 }
-#define cudaGetDeviceProperties(p, d) emu_props((p), (d))
-#define cudaGetDevice(p) (*(p) = 0, cudaSuccess)
-#define cudaDeviceGetAttribute(p, attr, d) (*(p) = 132, cudaSuccess)
+template <class T>
+inline T atomicAdd(T* p, T v) {
+  const T o = *p;
+  *p = o + v;
+  return o;
+}
+template <class T>
+inline T atomicOr(T* p, T v) {
+  const T o = *p;
+  *p = o | v;
+  return o;
+}
+template <class T>
+inline T atomicExch(T* p, T v) {
+  const T o = *p;
+  *p = v;
+  return o;
+}
 
 namespace nsn {
 namespace gpu {
