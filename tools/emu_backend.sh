@@ -13,8 +13,10 @@
 # Needs g++, make and the CUDA headers (for the fp16/bf16 types and the runtime's declarations:
 # CUDA_INC, default /usr/local/cuda/include). Incremental (make with dependency files); objects
 # compile in parallel (JOBS, default: the number of cores).
+#
+#   BUILD_DIR=DIR tools/emu_backend.sh     builds DIR/libnsn.so instead (relative to the repo root)
 set -euo pipefail
-cd "$(dirname "$0")/../cuda"
+cd "$(dirname "$0")/.."
 CUDA_INC=${CUDA_INC:-}
 if [ -z "$CUDA_INC" ]; then
   for d in /usr/local/cuda/include /usr/include; do
@@ -22,11 +24,11 @@ if [ -z "$CUDA_INC" ]; then
   done
 fi
 [ -n "$CUDA_INC" ] || { echo "no CUDA headers found (set CUDA_INC)" >&2; exit 2; }
-B=build/emu_backend
-mkdir -p "$B"
+mkdir -p "${BUILD_DIR:-cuda/build/emu_backend}"
+B=$(cd "${BUILD_DIR:-cuda/build/emu_backend}" && pwd)
 exec 9>"$B/.lock"
 flock 9
-make -s -j"${JOBS:-$(nproc)}" -f - B="$B" CUDA_INC="$CUDA_INC" <<'MAKEFILE'
+make -s -C cuda -j"${JOBS:-$(nproc)}" -f - B="$B" CUDA_INC="$CUDA_INC" <<'MAKEFILE'
 CXX ?= g++
 CPP_SRCS := $(filter-out src/gpu_stub.cpp,$(sort $(wildcard src/*.cpp src/cpu/*.cpp src/quant/*.cpp)))
 EMU_SRCS := $(filter-out src/gpu/cublas_loader.cu,$(sort $(wildcard src/gpu/*.cu))) tests/gpu/cublas_emu.cpp
@@ -48,4 +50,4 @@ $(B)/emu/%.o: %
 	$(CXX) $(EMUFLAGS) -c $< -o $@
 -include $(OBJ:.o=.d) $(EMU_OBJ:.o=.d)
 MAKEFILE
-echo "built cuda/$B/libnsn.so"
+echo "built $B/libnsn.so"

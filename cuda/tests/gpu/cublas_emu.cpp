@@ -74,7 +74,8 @@ nsn_status gemm_xwT(CublasHandle h, int M, int N, int K, const __nv_bfloat16* x,
     return set_error(NSN_E_BACKEND, "cublasGemmEx(M=%d N=%d K=%d) failed (status 7, emulator)", M,
                      N, K);
   const cudaError_t e = nsn_emu::enqueue(((EmuHandle*)h)->stream, [=] {
-    gemm(M, N, K, x, ldx, w, y, y_f32, ldy, alpha, beta);
+    nsn_emu::profiled("cublasGemmEx (emulated)", 0,
+                      [&] { gemm(M, N, K, x, ldx, w, y, y_f32, ldy, alpha, beta); });
   });
   if (e != cudaSuccess)
     return set_error(NSN_E_BACKEND, "cublasGemmEx(M=%d N=%d K=%d) failed: %s", M, N, K,

@@ -5,7 +5,7 @@
 // - Device memory is host memory. cudaMalloc returns 256-byte aligned blocks filled with
 //   garbage (byte 0xCD; NSN_EMU_FILL=0x00..0xFF picks another, 0xFF makes every fp32/fp16 a NaN)
 //   so reads of memory nobody wrote show up. The device has 2 GiB (cudaMemGetInfo: 2 GiB minus
-//   what is allocated; NSN_EMU_DEVICE_MB changes it), one device, 132 SMs.
+//   what is allocated; NSN_EMU_DEVICE_MB changes it), one device, 132 SMs (NSN_EMU_SMS).
 // - Every stream operation (kernel launch, async copy and memset, cuBLAS GEMM) runs at once, in
 //   order, on the calling thread: streams are ordered and synchronous, events are not emulated.
 // - Stream capture is emulated: between cudaStreamBeginCapture and cudaStreamEndCapture the
@@ -20,6 +20,10 @@
 #include <malloc.h>
 
 #include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
 
 // The runtime's opaque handle types get a body here.
 struct CUstream_st {
@@ -76,10 +80,59 @@ inline cudaError_t enqueue(cudaStream_t s, std::function<void()> op) {
   op();
   return cudaSuccess;
 }
+// NSN_EMU_PROFILE=1: at exit, stderr gets the launches, emulated threads and seconds per kernel.
+struct Profile {
+  struct Row {
+    long launches = 0, threads = 0;
+    double seconds = 0;
+  };
+  std::mutex mu;
+  std::map<std::string, Row> rows;
+  ~Profile() {
+    std::vector<std::pair<std::string, Row>> v(rows.begin(), rows.end());
+    std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.seconds > b.second.seconds; });
+    for (auto& r : v)
+      fprintf(stderr, "cuda_emu profile: %9.3f s %8ld launches %12ld threads  %s\n", r.second.seconds,
+              r.second.launches, r.second.threads, r.first.c_str());
+  }
+};
+inline Profile* profile() {
+  static Profile* p = [] {
+    const char* e = getenv("NSN_EMU_PROFILE");
+    return e && e[0] == '1' ? new Profile : nullptr;
+  }();
+  return p;
+}
+struct ProfileAtExit {
+  ~ProfileAtExit() { delete profile(); }
+};
+inline void profile_at_exit() { static ProfileAtExit at_exit; }
+// Runs fn, timed under `name` when profiling.
+template <class F>
+inline void profiled(const char* name, long threads, F&& fn) {
+  Profile* p = profile();
+  if (!p) return fn();
+  profile_at_exit();
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::lock_guard<std::mutex> lock(p->mu);
+  Profile::Row& r = p->rows[name];
+  r.launches++;
+  r.threads += threads;
+  r.seconds += dt;
+}
+inline void profiled_launch(const char* name, dim3 grid, dim3 block, size_t smem,
+                            const std::function<void()>& body) {
+  profiled(name, (long)grid.x * grid.y * grid.z * block.x * block.y * block.z,
+           [&] { launch(grid, block, smem, body); });
+}
 // NSN_LAUNCH (nsn_math.cuh): the kernel body (a lambda holding copies of the arguments).
 template <class F>
-inline void launch_async(cudaStream_t s, dim3 grid, dim3 block, size_t smem, F body) {
-  enqueue(s, [grid, block, smem, body]() { launch(grid, block, smem, std::function<void()>(body)); });
+inline void launch_async(cudaStream_t s, const char* name, dim3 grid, dim3 block, size_t smem, F body) {
+  enqueue(s, [name, grid, block, smem, body]() {
+    profiled_launch(name, grid, block, smem, std::function<void()>(body));
+  });
 }
 
 // ---- device memory -----------------------------------------------------------------------------
@@ -168,10 +221,21 @@ inline cudaError_t get_device_count(int* n) {
   return cudaSuccess;
 }
 inline cudaError_t set_device(int d) { return d == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+// SMs of the emulated device: an H100's / H200's 132, or NSN_EMU_SMS. Grids sized by the SM
+// count (decode attention, the batch-1 GEMVs) launch that many blocks, and every emulated
+// thread costs: a smaller count runs the same code paths with fewer, longer-running blocks.
+inline int sm_count() {
+  static const int n = [] {
+    const char* e = getenv("NSN_EMU_SMS");
+    const int v = e && *e ? atoi(e) : 132;
+    return v > 0 ? v : 132;
+  }();
+  return n;
+}
 inline cudaError_t props(cudaDeviceProp* p, int) {
   memset(p, 0, sizeof *p);
   strcpy(p->name, "CPU emulator");
-  p->multiProcessorCount = 132;
+  p->multiProcessorCount = sm_count();
   p->totalGlobalMem = device_bytes();
   return cudaSuccess;
 }
@@ -259,7 +323,7 @@ inline const char* error_string(cudaError_t e) {
 #define cudaSetDevice(d) nsn_emu::set_device(d)
 #define cudaGetDevice(p) (*(p) = 0, cudaSuccess)
 #define cudaGetDeviceProperties(p, d) nsn_emu::props((p), (d))
-#define cudaDeviceGetAttribute(p, attr, d) (*(p) = 132, cudaSuccess)
+#define cudaDeviceGetAttribute(p, attr, d) (*(p) = nsn_emu::sm_count(), cudaSuccess)
 #define cudaStreamCreateWithFlags(s, f) nsn_emu::stream_create((s), (f))
 #define cudaStreamCreate(s) nsn_emu::stream_create((s), 0)
 #define cudaStreamDestroy(s) nsn_emu::stream_destroy(s)
