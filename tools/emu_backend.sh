@@ -15,6 +15,9 @@
 # compile in parallel (JOBS, default: the number of cores).
 #
 #   BUILD_DIR=DIR tools/emu_backend.sh     builds DIR/libnsn.so instead (relative to the repo root)
+#   SANITIZE=1 tools/emu_backend.sh        with AddressSanitizer + UBSan, in cuda/build/emu_backend_asan
+#                                          (run Deno with LD_PRELOAD=$(g++ -print-file-name=libasan.so),
+#                                          as tests/asan_slow_test.ts does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CUDA_INC=${CUDA_INC:-}
@@ -24,24 +27,29 @@ if [ -z "$CUDA_INC" ]; then
   done
 fi
 [ -n "$CUDA_INC" ] || { echo "no CUDA headers found (set CUDA_INC)" >&2; exit 2; }
-mkdir -p "${BUILD_DIR:-cuda/build/emu_backend}"
-B=$(cd "${BUILD_DIR:-cuda/build/emu_backend}" && pwd)
+OPT="-O3" EMU_OPT="-O2" DEFAULT_DIR=cuda/build/emu_backend
+if [ "${SANITIZE:-0}" = 1 ]; then
+  OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" EMU_OPT=$OPT
+  DEFAULT_DIR=cuda/build/emu_backend_asan
+fi
+mkdir -p "${BUILD_DIR:-$DEFAULT_DIR}"
+B=$(cd "${BUILD_DIR:-$DEFAULT_DIR}" && pwd)
 exec 9>"$B/.lock"
 flock 9
-make -s -C cuda -j"${JOBS:-$(nproc)}" -f - B="$B" CUDA_INC="$CUDA_INC" <<'MAKEFILE'
+make -s -C cuda -j"${JOBS:-$(nproc)}" -f - B="$B" CUDA_INC="$CUDA_INC" OPT="$OPT" EMU_OPT="$EMU_OPT" <<'MAKEFILE'
 CXX ?= g++
 CPP_SRCS := $(filter-out src/gpu_stub.cpp,$(sort $(wildcard src/*.cpp src/cpu/*.cpp src/quant/*.cpp)))
 EMU_SRCS := $(filter-out src/gpu/cublas_loader.cu,$(sort $(wildcard src/gpu/*.cu))) tests/gpu/cublas_emu.cpp
 SIMD := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && \
           grep -qw f16c /proc/cpuinfo && echo 'int main(){return 0;}' | \
           $(CXX) -x c++ -mavx2 -mfma -mf16c -o /dev/null - 2>/dev/null && echo -mavx2 -mfma -mf16c)
-CXXFLAGS := -std=c++17 -Wall -Wextra -fPIC -pthread -MMD -MP -O3 $(SIMD)
-EMUFLAGS := -std=c++17 -fPIC -pthread -MMD -MP -O2 -DNSN_EMU -Wno-unknown-pragmas \
+CXXFLAGS := -std=c++17 -Wall -Wextra -fPIC -pthread -MMD -MP $(OPT) $(SIMD)
+EMUFLAGS := -std=c++17 -fPIC -pthread -MMD -MP $(EMU_OPT) -DNSN_EMU -Wno-unknown-pragmas \
             -include tests/gpu/cuda_emu.h -I$(CUDA_INC) -x c++
 OBJ := $(patsubst %.cpp,$(B)/obj/%.o,$(CPP_SRCS))
 EMU_OBJ := $(patsubst %,$(B)/emu/%.o,$(EMU_SRCS))
 $(B)/libnsn.so: $(OBJ) $(EMU_OBJ) src/exports.map
-	$(CXX) -shared -Wl,--version-script=src/exports.map -o $@ $(OBJ) $(EMU_OBJ) -pthread
+	$(CXX) -shared -Wl,--version-script=src/exports.map -o $@ $(OBJ) $(EMU_OBJ) -pthread $(filter -fsanitize=%,$(OPT))
 $(B)/obj/%.o: %.cpp
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
