@@ -3,7 +3,8 @@
 // accumulation, the CPU in fp32, so logits differ by bf16 rounding; the tolerances below are
 // stated against the CPU logits' largest magnitude. Covered: one-step prefill of a mixed
 // 16/2/1-bit batch (logits, logprobs, top-N), KV pages (read_kv: fp16 pages within bf16 error,
-// NSN pages identical up to ties to the CPU quantizer run on the same fp16 K/V), teacher-forced
+// layer-0 NSN pages identical up to ties to the CPU quantizer run on the same fp16 K/V; rows that
+// read encoded windows under nsn.h's rule within a looser bound), teacher-forced
 // decode across window boundaries, chunked prefill that reads dequantized windows and moves the
 // tail, head_dim 128 with q/k/v bias and llama3 RoPE scaling. Also: decode through CUDA graphs
 // against the same decode run eagerly (NSN_CUDA_GRAPHS=0), which must agree exactly.
@@ -31,8 +32,15 @@ import {
 // GPU vs CPU logits: max |diff| <= LOGIT_TOL * max |cpu logit| (bf16 activations through every
 // GEMM input; measured values are printed).
 const LOGIT_TOL = 0.03;
+// The same for rows that read encoded (1/2-bit) windows: the bf16 noise of the K/V (~2e-3
+// relative) flips 4-bit scales and means and vector codes of the windows (the GPU's pages are the
+// CPU quantizer's on the GPU's own K/V, see the page check below), so the reconstructions differ
+// by several percent; the chunked-prefill test uses the same bound.
+const QUANT_LOGIT_TOL = 0.1;
 // Logprobs of the same positions (nats).
 const LOGPROB_TOL = 0.05;
+// ... and of positions that read encoded windows.
+const QUANT_LOGPROB_TOL = 0.15;
 // A decode token may differ from the CPU's only where the CPU's own logprob gap between the
 // two tokens is below this (near-ties under bf16 noise; more for 1/2-bit where the windows'
 // codes themselves can differ by a tie).
@@ -80,7 +88,13 @@ async function prefill(e: PagedEngine, prompts: number[][], bits: KvBits[]): Pro
   };
 }
 
-function compareLogits(label: string, gpu: Float32Array, cpu: Float32Array, V: number) {
+function compareLogits(
+  label: string,
+  gpu: Float32Array,
+  cpu: Float32Array,
+  V: number,
+  tol = LOGIT_TOL,
+) {
   const { err, scale } = maxAbsDiff(gpu, cpu);
   let argmaxMiss = 0;
   for (let r = 0; r < gpu.length / V; r++) {
@@ -93,26 +107,53 @@ function compareLogits(label: string, gpu: Float32Array, cpu: Float32Array, V: n
       (err / scale * 100).toFixed(2)
     }% of max |logit| ${scale.toFixed(3)}), rel L2 ${relL2(gpu, cpu).toExponential(2)}`,
   );
-  assert.ok(
-    err <= LOGIT_TOL * scale,
-    `${label}: logits differ by ${err} > ${LOGIT_TOL} x ${scale}`,
-  );
+  assert.ok(err <= tol * scale, `${label}: logits differ by ${err} > ${tol} x ${scale}`);
   assert.equal(argmaxMiss, 0, `${label}: argmax differs beyond the noise`);
 }
 
 async function mixedPrefillCase(lib: NsnLibrary, spec: ModelSpec, label: string) {
   using p = await enginePair(lib, spec);
   const V = spec.vocabSize;
-  // One prompt for all three kinds: within one prefill chunk attention is full precision, so
-  // the three sequences must produce the same logits and the same fp16 K/V.
+  // One prompt for all three kinds. nsn.h's rule: a token at position p reads the encoded
+  // windows w < (p + 1) / 64, even inside one prefill chunk, so the three sequences agree
+  // (bitwise, and in their layer-0 K/V everywhere) only at positions 0..62; from position 63 on
+  // a 1/2-bit row reads its quantized windows.
   const prompt = randomTokens(150, 11, 0, Math.min(V, 256));
   const prompts = [prompt, prompt, prompt.slice(0, 70)];
   const g = await prefill(p.gpu, prompts, KV_BITS);
   const c = await prefill(p.cpu, prompts, KV_BITS);
-  compareLogits(`${label} prefill logits (16/2/1-bit batch)`, g.logits, c.logits, V);
+  // Rows that read no encoded window (the 16-bit sequence, the others before position 63), and
+  // the rest.
+  const reads = (i: number, j: number) => KV_BITS[i] !== 16 && j >= 63;
+  const pick = (logits: Float32Array, quant: boolean) => {
+    const rows: Float32Array[] = [];
+    let at = 0;
+    prompts.forEach((pr, i) => {
+      for (let j = 0; j < pr.length; j++, at++) {
+        if (reads(i, j) === quant) rows.push(logits.subarray(at * V, (at + 1) * V));
+      }
+    });
+    const out = new Float32Array(rows.length * V);
+    rows.forEach((r, k) => out.set(r, k * V));
+    return out;
+  };
+  compareLogits(
+    `${label} prefill logits (16/2/1-bit batch, exact K/V)`,
+    pick(g.logits, false),
+    pick(c.logits, false),
+    V,
+  );
+  compareLogits(
+    `${label} prefill logits (1/2-bit rows reading encoded windows)`,
+    pick(g.logits, true),
+    pick(c.logits, true),
+    V,
+    QUANT_LOGIT_TOL,
+  );
 
-  // Logprobs: the GPU's own log_softmax, and the CPU's within LOGPROB_TOL.
-  let selfErr = 0, crossErr = 0, offset = 0;
+  // Logprobs: the GPU's own log_softmax, and the CPU's within LOGPROB_TOL (QUANT_LOGPROB_TOL
+  // where encoded windows are read).
+  let selfErr = 0, crossErr = 0, crossQuantErr = 0, offset = 0;
   prompts.forEach((pr, i) => {
     for (let j = 0; j < pr.length; j++) {
       const row = g.logits.subarray((offset + j) * V, (offset + j + 1) * V);
@@ -120,7 +161,9 @@ async function mixedPrefillCase(lib: NsnLibrary, spec: ModelSpec, label: string)
       const pos = g.positions[i][j];
       if (j + 1 < pr.length) {
         selfErr = Math.max(selfErr, Math.abs(pos.logprob - lp[pr[j + 1]]));
-        crossErr = Math.max(crossErr, Math.abs(pos.logprob - c.positions[i][j].logprob));
+        const cross = Math.abs(pos.logprob - c.positions[i][j].logprob);
+        if (reads(i, j)) crossQuantErr = Math.max(crossQuantErr, cross);
+        else crossErr = Math.max(crossErr, cross);
       } else assert.ok(Number.isNaN(pos.logprob));
       assert.equal(pos.top[0].id, argmax(row));
       for (const t of pos.top) selfErr = Math.max(selfErr, Math.abs(t.logprob - lp[t.id]));
@@ -135,13 +178,22 @@ async function mixedPrefillCase(lib: NsnLibrary, spec: ModelSpec, label: string)
   console.log(
     `${label}: logprob vs own log_softmax ${selfErr.toExponential(2)}, vs CPU ${
       crossErr.toExponential(2)
-    }`,
+    } (${crossQuantErr.toExponential(2)} where encoded windows are read)`,
   );
   assert.ok(selfErr < 1e-4, `logprobs inconsistent with the GPU's logits: ${selfErr}`);
   assert.ok(crossErr < LOGPROB_TOL, `logprobs differ from the CPU by ${crossErr}`);
-  // Same prompt, same logits whatever the cache precision (first chunk).
-  const rows = prompt.length * V;
-  assert.ok(maxAbsDiff(g.logits.subarray(0, rows), g.logits.subarray(rows, 2 * rows)).err < 1e-5);
+  assert.ok(
+    crossQuantErr < QUANT_LOGPROB_TOL,
+    `logprobs of rows reading encoded windows differ from the CPU by ${crossQuantErr}`,
+  );
+  // Same prompt, same logits whatever the cache precision, up to position 62 (no encoded
+  // window read yet).
+  const rows = prompt.length * V, exactRows = 63 * V;
+  assert.ok(
+    maxAbsDiff(g.logits.subarray(0, exactRows), g.logits.subarray(rows, rows + exactRows)).err <
+      1e-5,
+    "positions 0..62 do not depend on the cache precision",
+  );
 
   // KV pages. fp16: GPU vs CPU within bf16-activation error.
   const L = spec.nLayers, H = spec.nKvHeads;
@@ -157,13 +209,15 @@ async function mixedPrefillCase(lib: NsnLibrary, spec: ModelSpec, label: string)
   );
   assert.ok(kvErr < 0.03, `fp16 KV differs by ${kvErr}`);
 
-  // NSN pages: the GPU encoder saw exactly the fp16 K/V that the 16-bit sequence stores, so the
-  // CPU quantizer run on those values (nsn_quant_roundtrip) must reproduce the GPU's
-  // reconstruction up to ties (a tie flips one 8-element code) and fp16 rounding.
+  // NSN pages: in layer 0 the GPU encoder saw exactly the fp16 K/V that the 16-bit sequence
+  // stores (they depend on the embeddings only; deeper layers' K/V differ from position 63 on,
+  // where the 1/2-bit rows read encoded windows), so the CPU quantizer run on those values
+  // (nsn_quant_roundtrip) must reproduce the GPU's reconstruction up to ties (a tie flips one
+  // 8-element code) and fp16 rounding.
   for (const [i, bits] of [[1, 2], [2, 1]] as const) {
     const n = prompts[i].length, nq = Math.floor(n / 64) * 64;
     let elems = 0, match = 0, worstRel = 0;
-    for (let l = 0; l < L; l++) {
+    for (let l = 0; l < 1; l++) {
       for (let h = 0; h < H; h++) {
         const exact = p.gpu.readKv(g.seqs[0], l, h, 0, n);
         const got = p.gpu.readKv(g.seqs[i], l, h, 0, n);

@@ -12,8 +12,10 @@
 // on machines without a GPU.
 #ifdef NSN_EMU
 #define NSN_DYNAMIC_SMEM(type, name) type* name = reinterpret_cast<type*>(nsn_emu::smem_base())
+// The emulator copies the arguments at launch (a lambda capturing by value), as a launch does:
+// a launch recorded into an emulated CUDA graph replays with them (cuda_emu_runtime.h).
 #define NSN_LAUNCH(kernel, grid, block, smem, stream, ...) \
-  nsn_emu::launch(grid, block, smem, [&] { kernel(__VA_ARGS__); })
+  nsn_emu::launch_async(stream, #kernel, grid, block, smem, [=] { kernel(__VA_ARGS__); })
 #else
 #define NSN_DYNAMIC_SMEM(type, name) extern __shared__ __align__(128) type name[]
 #define NSN_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)

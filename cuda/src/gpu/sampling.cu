@@ -14,6 +14,7 @@
 
 #include "../backend.h"
 #include "../random.h"
+#include "nsn_math.cuh"
 
 namespace nsn {
 
@@ -446,11 +447,11 @@ nsn_status launch_logprobs_and_sample(const float* logits, int n_rows, int vocab
   if (top_n < 0 || top_n > NSN_MAX_TOP_N)
     return set_error(NSN_E_INVALID, "logprobs: top_n %d not in [0, %d]", top_n, NSN_MAX_TOP_N);
   if (n_rows <= 0) return NSN_OK;
-  logprob_kernel<<<n_rows, kThreads, 0, stream>>>(logits, vocab, rows, top_n, res);
+  NSN_LAUNCH(logprob_kernel, n_rows, kThreads, 0, stream, logits, vocab, rows, top_n, res);
   nsn_status st = check_launch("logprob_kernel");
   if (st != NSN_OK || n_samples <= 0) return st;
-  sample_kernel<<<n_samples, kThreads, 0, stream>>>(logits, vocab, samples, row_base, zscratch,
-                                                     counts, res);
+  NSN_LAUNCH(sample_kernel, n_samples, kThreads, 0, stream, logits, vocab, samples, row_base,
+             zscratch, counts, res);
   return check_launch("sample_kernel");
 }
 

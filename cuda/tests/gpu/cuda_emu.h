@@ -19,10 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 
 #include <algorithm>
 #include <functional>
+#include <memory>
+#include <utility>
 #include <vector>
 
 using std::max;
@@ -30,34 +33,134 @@ using std::min;
 
 namespace nsn_emu {
 
+// ---- fibers ----------------------------------------------------------------------------------
+// On x86-64 a fiber switch is a few instructions (the callee-saved registers and the stack
+// pointer; nothing here changes the MXCSR or x87 control words, so they are not switched):
+// glibc's swapcontext makes a sigprocmask system call per switch, which dominated the run time
+// of kernels with many barriers and shuffles. Elsewhere ucontext is used.
+#if defined(__x86_64__)
+#define NSN_EMU_FAST_SWITCH 1
+// Saves this context's registers on its stack and its stack pointer in *save, then continues the
+// context whose stack pointer is `load` (saved by an earlier switch or made by make_context).
+__attribute__((naked, noinline)) inline void switch_context(void** /*save*/, void* /*load*/) {
+  asm volatile(
+      "pushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n\t"
+      "movq %rsp, (%rdi)\n\tmovq %rsi, %rsp\n\t"
+      "popq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n\tret\n\t");
+}
+// A fresh context on [stack, stack + bytes) that starts in entry() (which must never return).
+inline void* make_context(char* stack, size_t bytes, void (*entry)()) {
+  uint64_t* top = (uint64_t*)(((uintptr_t)(stack + bytes)) & ~(uintptr_t)63);
+  *--top = 0;                  // entry's return address (never used): entry sees rsp = 8 mod 16
+  *--top = (uint64_t)entry;    // popped by switch_context's ret
+  for (int i = 0; i < 6; i++) *--top = 0;  // rbp rbx r12 r13 r14 r15
+  return top;
+}
+#endif
+
+// A saved context and the switch between two.
+#ifdef NSN_EMU_FAST_SWITCH
+struct Context {
+  void* sp = nullptr;
+};
+inline void jump(Context& save, const Context& load) { switch_context(&save.sp, load.sp); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void jump(Context& save, const Context& load) { swapcontext(&save.uc, &load.uc); }
+#endif
+
 struct Fiber {
-  ucontext_t ctx;
-  std::vector<char> stack;
+  Context ctx;
+  char* stack = nullptr;
   bool done = false;
+};
+
+struct MmaOperands {  // mma_16816's operands of one warp, unpacked once per mma
+  long gen = -1;        // the warp barrier generation they were unpacked in
+  float A[16][16], B[16][8];
 };
 
 struct Block {
   int n = 0, cur = 0;
   uint3 bid{};
   dim3 bdim, gdim;
-  std::vector<Fiber> f;
-  ucontext_t sched;
-  int bar_count = 0;
+  Fiber* f = nullptr;
+  Context sched;  // the launching thread's context, resumed when every fiber is done
+  int bar_count = 0, done_count = 0;
   long bar_gen = 0;
   int wcount[64] = {0};
   long wgen[64] = {0};
-  uint32_t xin[64][32][8];
+  uint32_t xin[2][64][32][8];  // exchange buffers [warp barrier generation parity][warp][lane]
+  MmaOperands mma[64];
   std::vector<uint8_t> smem;
   const std::function<void()>* body = nullptr;
 };
 
+// Fiber stacks, kept per OS thread and reused by every launch of that thread: one region
+// mapped without reserve (only the pages a kernel touches become resident).
+constexpr size_t kStackBytes = 128 << 10;
+constexpr int kMaxThreads = 1024;  // per block, as on the GPU
+struct StackPool {
+  char* region = nullptr;
+  size_t bytes = 0;
+  std::vector<Fiber> fibers;
+  ~StackPool() {
+    if (region) munmap(region, bytes);
+  }
+  Fiber* get(int n) {
+    if (!region) {
+      bytes = kMaxThreads * kStackBytes;
+      void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+      if (p == MAP_FAILED) {
+        fprintf(stderr, "cuda_emu: cannot map the fiber stacks\n");
+        abort();
+      }
+      region = (char*)p;
+      char* base = region;
+      fibers.resize(kMaxThreads);
+      for (int i = 0; i < kMaxThreads; i++) fibers[i].stack = base + (size_t)i * kStackBytes;
+    }
+    if (n > kMaxThreads) {
+      fprintf(stderr, "cuda_emu: %d threads per block > %d\n", n, kMaxThreads);
+      abort();
+    }
+    return fibers.data();
+  }
+};
+inline StackPool& stack_pool() {
+  static thread_local StackPool pool;
+  return pool;
+}
+
+// The block that runs on this OS thread (Deno calls the library from several threads; each runs
+// its kernels on its own).
 inline Block*& cur_block() {
-  static Block* b = nullptr;
+  static thread_local Block* b = nullptr;
   return b;
 }
+// The next fiber after `from` that has not finished, in round-robin order (-1: none).
+inline int next_fiber(const Block* b, int from) {
+  int j = from;
+  for (int k = 0; k < b->n; k++) {
+    j = j + 1 == b->n ? 0 : j + 1;
+    if (!b->f[j].done) return j;
+  }
+  return -1;
+}
+// This fiber waits (at a barrier): the next one runs. Fibers switch to each other directly, one
+// switch per fiber and barrier.
 inline void yield() {
   Block* b = cur_block();
-  swapcontext(&b->f[b->cur].ctx, &b->sched);
+  const int from = b->cur, j = next_fiber(b, from);
+  if (j == from) {
+    fprintf(stderr, "cuda_emu: deadlock: thread %d waits at a barrier the others have left\n", from);
+    abort();
+  }
+  b->cur = j;
+  jump(b->f[from].ctx, b->f[j].ctx);
 }
 inline int tid() { return cur_block()->cur; }
 inline uint8_t* smem_base() { return cur_block()->smem.data(); }
@@ -65,41 +168,60 @@ inline uint8_t* smem_base() { return cur_block()->smem.data(); }
 inline void fiber_main() {
   Block* b = cur_block();
   (*b->body)();
-  b->f[b->cur].done = true;
-  swapcontext(&b->f[b->cur].ctx, &b->sched);
+  const int from = b->cur, j = next_fiber(b, from);
+  b->f[from].done = true;
+  b->done_count++;
+  static thread_local Context dead;  // this fiber's final state, never resumed
+  if (j < 0 || j == from) {
+    jump(dead, b->sched);
+  } else {
+    b->cur = j;
+    jump(dead, b->f[j].ctx);
+  }
+  abort();  // never resumed
 }
 
 inline void run_block(Block& b) {
+  Block* outer = cur_block();
   cur_block() = &b;
   for (int i = 0; i < b.n; i++) {
     Fiber& fb = b.f[i];
-    if (fb.stack.empty()) fb.stack.resize(128 << 10);
-    getcontext(&fb.ctx);
-    fb.ctx.uc_stack.ss_sp = fb.stack.data();
-    fb.ctx.uc_stack.ss_size = fb.stack.size();
-    fb.ctx.uc_link = nullptr;
-    makecontext(&fb.ctx, fiber_main, 0);
+#ifdef NSN_EMU_FAST_SWITCH
+    // The stacks are 128 KB apart: their tops would share cache sets. Fiber i's starts
+    // 64 * (i % 61) bytes lower.
+    fb.ctx.sp = make_context(fb.stack, kStackBytes - 64 * (i % 61), fiber_main);
+#else
+    getcontext(&fb.ctx.uc);
+    fb.ctx.uc.uc_stack.ss_sp = fb.stack;
+    fb.ctx.uc.uc_stack.ss_size = kStackBytes;
+    fb.ctx.uc.uc_link = nullptr;
+    makecontext(&fb.ctx.uc, fiber_main, 0);
+#endif
     fb.done = false;
   }
-  for (;;) {
-    bool any = false;
-    for (int i = 0; i < b.n; i++) {
-      if (b.f[i].done) continue;
-      any = true;
-      b.cur = i;
-      swapcontext(&b.sched, &b.f[i].ctx);
-    }
-    if (!any) break;
-  }
-  cur_block() = nullptr;
+  b.done_count = 0;
+  b.cur = 0;
+  jump(b.sched, b.f[0].ctx);  // back when the last fiber is done
+  cur_block() = outer;
 }
 
+// Runs a grid now, block after block, on this OS thread.
 inline void launch(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
-  Block b;
-  b.n = (int)(block.x * block.y * block.z);
+  if (cur_block()) {
+    fprintf(stderr, "cuda_emu: kernel launch from inside a kernel\n");
+    abort();
+  }
+  const int n = (int)(block.x * block.y * block.z);
+  if (n <= 0 || n > kMaxThreads) {
+    fprintf(stderr, "cuda_emu: bad block size %d\n", n);
+    abort();
+  }
+  std::unique_ptr<Block> bp(new Block);  // ~70 KB: not on the caller's stack
+  Block& b = *bp;
+  b.n = n;
   b.bdim = block;
   b.gdim = grid;
-  b.f.resize(b.n);
+  b.f = stack_pool().get(n);
   b.body = &body;
   for (unsigned z = 0; z < grid.z; z++) {
     for (unsigned y = 0; y < grid.y; y++) {
@@ -124,7 +246,14 @@ inline void syncthreads() {
     asm volatile("" ::: "memory");
     return;
   }
-  while (b->bar_gen == g) yield();
+  while (b->bar_gen == g) {
+    if (b->bar_count + b->done_count == b->n) {
+      fprintf(stderr, "cuda_emu: __syncthreads deadlock: %d threads exited, %d wait\n", b->done_count,
+              b->bar_count);
+      abort();
+    }
+    yield();
+  }
   asm volatile("" ::: "memory");
 }
 inline void warp_barrier() {
@@ -132,7 +261,7 @@ inline void warp_barrier() {
   Block* b = cur_block();
   const int w = b->cur >> 5;
   const long g = b->wgen[w];
-  if (++b->wcount[w] == 32) {
+  if (++b->wcount[w] == std::min(32, b->n - 32 * w)) {
     b->wcount[w] = 0;
     b->wgen[w]++;
     asm volatile("" ::: "memory");
@@ -141,14 +270,18 @@ inline void warp_barrier() {
   while (b->wgen[w] == g) yield();
   asm volatile("" ::: "memory");
 }
-// Deposits n words of this lane, waits for the warp; returns the warp's buffer [32][8].
+// Deposits n words of this lane, waits for the warp; returns the warp's buffer [32][8]. Two
+// buffers alternate with the parity of the warp's barrier generation: a lane deposits into a
+// buffer again only after a later barrier of the whole warp, so every lane has finished reading
+// it (the readers read before their next barrier) and no second barrier is needed.
 inline uint32_t (*exchange(const uint32_t* in, int n))[8] {
   Block* b = cur_block();
-  memcpy(b->xin[b->cur >> 5][b->cur & 31], in, 4 * n);
+  const int w = b->cur >> 5, par = (int)(b->wgen[w] & 1);
+  memcpy(b->xin[par][w][b->cur & 31], in, 4 * n);
   warp_barrier();
-  return b->xin[b->cur >> 5];
+  return b->xin[par][w];
 }
-inline void done_reading() { warp_barrier(); }
+inline void done_reading() {}
 
 template <typename T>
 inline T shfl(T v, int src_lane_fn_kind, int arg) {
@@ -161,6 +294,7 @@ inline T shfl(T v, int src_lane_fn_kind, int arg) {
   if (src_lane_fn_kind == 0) src = lane ^ arg;                  // xor
   if (src_lane_fn_kind == 1) src = lane + arg < 32 ? lane + arg : lane;  // down
   if (src_lane_fn_kind == 2) src = arg & 31;                    // idx
+  if (src_lane_fn_kind == 3) src = lane - arg >= 0 ? lane - arg : lane;  // up
   T r;
   memcpy(&r, x[src], sizeof(T));
   done_reading();
@@ -198,6 +332,7 @@ inline float h2f(uint16_t h) {
 #define __shfl_xor_sync(mask, v, o) nsn_emu::shfl((v), 0, (o))
 #define __shfl_down_sync(mask, v, o) nsn_emu::shfl((v), 1, (o))
 #define __shfl_sync(mask, v, l) nsn_emu::shfl((v), 2, (l))
+#define __shfl_up_sync(mask, v, o) nsn_emu::shfl((v), 3, (o))
 #define __any_sync(mask, p) nsn_emu::any(p)
 #undef __global__
 #define __global__
@@ -215,31 +350,41 @@ inline float h2f(uint16_t h) {
 #define __fmaf_rn(a, b, c) fmaf((a), (b), (c))
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 
-// Host API stand-ins for what the launchers and tests call.
-#define cudaFuncSetAttribute(...) cudaSuccess
-#define cudaGetLastError() cudaSuccess
-#define cudaPeekAtLastError() cudaSuccess
-#define cudaDeviceSynchronize() cudaSuccess
-#define cudaStreamSynchronize(s) cudaSuccess
-#define cudaGetErrorString(e) "cuda error (emulator)"
-inline cudaError_t emu_malloc(void** p, size_t n) {
-  *p = malloc(n ? n : 1);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+// The runtime API (memory, streams, graphs, errors) for the launchers, the tests and the backend.
+#include "cuda_emu_runtime.h"
+
+// Kernel-side intrinsics of sampling.cu. The emulator's threads switch only at barriers, so
+// atomics are plain read-modify-writes.
+#undef __shared__
+#define __shared__ static thread_local  // one per OS thread: shared by the block's fibers
+inline uint32_t __float_as_uint(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
 }
-#define cudaMalloc(p, n) emu_malloc((void**)(p), (n))
-#define cudaFree(p) (free(p), cudaSuccess)
-#define cudaMemcpy(d, s, n, k) (memcpy((d), (s), (n)), cudaSuccess)
-#define cudaMemcpyAsync(d, s, n, k, st) (memcpy((d), (s), (n)), cudaSuccess)
-#define cudaMemset(d, v, n) (memset((d), (v), (n)), cudaSuccess)
-inline cudaError_t emu_props(cudaDeviceProp* p, int) {
-  memset(p, 0, sizeof *p);
-  strcpy(p->name, "CPU emulator");
-  p->multiProcessorCount = 132;
-  return cudaSuccess;
+inline float __uint_as_float(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
 }
-#define cudaGetDeviceProperties(p, d) emu_props((p), (d))
-#define cudaGetDevice(p) (*(p) = 0, cudaSuccess)
-#define cudaDeviceGetAttribute(p, attr, d) (*(p) = 132, cudaSuccess)
+template <class T>
+inline T atomicAdd(T* p, T v) {
+  const T o = *p;
+  *p = o + v;
+  return o;
+}
+template <class T>
+inline T atomicOr(T* p, T v) {
+  const T o = *p;
+  *p = o | v;
+  return o;
+}
+template <class T>
+inline T atomicExch(T* p, T v) {
+  const T o = *p;
+  *p = v;
+  return o;
+}
 
 namespace nsn {
 namespace gpu {
@@ -302,7 +447,15 @@ inline uint32_t movmatrix_trans(uint32_t v) {
 inline void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   uint32_t in[6] = {a[0], a[1], a[2], a[3], b0, b1};
   uint32_t(*x)[8] = nsn_emu::exchange(in, 6);
-  float A[16][16], B[16][8];
+  // The first lane past the barrier unpacks the warp's operands for all (no lane switches
+  // before done_reading's barrier).
+  nsn_emu::Block* blk = nsn_emu::cur_block();
+  const int w = blk->cur >> 5;
+  nsn_emu::MmaOperands& op = blk->mma[w];
+  float(&A)[16][16] = op.A;
+  float(&B)[16][8] = op.B;
+  if (op.gen != blk->wgen[w]) {
+    op.gen = blk->wgen[w];
   for (int l = 0; l < 32; l++) {
     const int g = l >> 2, q = l & 3;
     for (int j = 0; j < 2; j++) {
@@ -313,6 +466,7 @@ inline void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32
       B[2 * q + j][g] = nsn_emu::h2f((uint16_t)(x[l][4] >> (16 * j)));
       B[2 * q + 8 + j][g] = nsn_emu::h2f((uint16_t)(x[l][5] >> (16 * j)));
     }
+  }
   }
   const int lane = nsn_emu::tid() & 31, g = lane >> 2, q = lane & 3;
   for (int e = 0; e < 4; e++) {
