@@ -1,15 +1,16 @@
-// KV cache events (--kv-events-endpoint) as a router's subscriber sees them: ZeroMQ SUB, three
+// KV cache events (--kv-events-endpoint) as a router's subscriber sees them: ZeroMQ SUB (our
+// ZMTP client, tests/helpers/zmtp_sub.ts, against the server's libzmq PUB socket), three
 // frames (topic, 8-byte big-endian sequence number, msgpack [ts, events, dp_rank]) with vLLM's
 // BlockStored / BlockRemoved / AllBlocksCleared, against the scheduler with the fake engine and
 // through the server.
 
 import assert from "node:assert/strict";
 import { decode } from "@msgpack/msgpack";
-import { Subscriber } from "zeromq";
 import { KvEventPublisher } from "../engine/kv_events.ts";
 import { chainRoot, windowHash } from "../engine/prefix_cache.ts";
 import { startServer } from "../main.ts";
 import { prompt, request, setup } from "./helpers/sched.ts";
+import { ZmtpSubscriber } from "./helpers/zmtp_sub.ts";
 
 type Event = [string, ...unknown[]];
 interface Batch {
@@ -22,11 +23,12 @@ interface Batch {
 
 /** A subscriber of `endpoint`, connected once an AllBlocksCleared probe comes through. */
 async function subscribe(endpoint: string, probe: () => void) {
-  const sub = new Subscriber({ receiveTimeout: 100 });
-  sub.connect(endpoint);
-  sub.subscribe("kv@");
-  const next = async (): Promise<Batch> => {
-    const [topic, seq, payload] = await sub.receive();
+  const sub = await ZmtpSubscriber.connect(endpoint, "kv@");
+  const next = async (timeoutMs = 10_000): Promise<Batch> => {
+    const msg = await sub.receive(timeoutMs);
+    if (!msg) throw new Error(`no KV event batch within ${timeoutMs} ms`);
+    assert.equal(msg.length, 3, "three frames: topic, sequence number, payload");
+    const [topic, seq, payload] = msg;
     const [ts, events, rank] = decode(payload) as [number, Event[], number];
     const s = new DataView(seq.buffer, seq.byteOffset, 8).getBigUint64(0);
     return { topic: new TextDecoder().decode(topic), seq: s, ts, events, rank };
@@ -34,7 +36,7 @@ async function subscribe(endpoint: string, probe: () => void) {
   for (let i = 0;; i++) { // ZeroMQ's slow joiner: resend the probe until one arrives
     probe();
     try {
-      const b = await next();
+      const b = await next(100);
       if (b.events.some((e) => e[0] === "AllBlocksCleared")) break;
     } catch (e) {
       if (i > 50) throw e;
