@@ -84,8 +84,9 @@ export async function openLibrary(opts: OpenLibraryOptions = {}): Promise<NsnLib
 }
 
 /**
- * The library is stale when missing or older than the Makefile or any file under cuda/src or
- * cuda/include (not cuda/tests: make would not relink for those, and we would rerun it forever).
+ * The library is stale when missing or older than the Makefile, flags.mk or any file under
+ * cuda/src or cuda/include (not cuda/tests: make would not relink for those, and we would rerun
+ * it forever).
  */
 async function isStale(libPath: string): Promise<boolean> {
   let libTime: number;
@@ -98,7 +99,11 @@ async function isStale(libPath: string): Promise<boolean> {
   const newest = Math.max(
     await newestSource(`${root}src`),
     await newestSource(`${root}include`),
-    (await Deno.stat(`${root}Makefile`).catch(() => null))?.mtime?.getTime() ?? 0,
+    ...await Promise.all(
+      ["Makefile", "flags.mk"].map(async (f) =>
+        (await Deno.stat(`${root}${f}`).catch(() => null))?.mtime?.getTime() ?? 0
+      ),
+    ),
   );
   return newest > libTime;
 }

@@ -20,13 +20,7 @@
 #                                          as tests/asan_slow_test.ts does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CUDA_INC=${CUDA_INC:-}
-if [ -z "$CUDA_INC" ]; then
-  for d in /usr/local/cuda/include /usr/include; do
-    if [ -f "$d/cuda_fp16.h" ]; then CUDA_INC=$d; break; fi
-  done
-fi
-[ -n "$CUDA_INC" ] || { echo "no CUDA headers found (set CUDA_INC)" >&2; exit 2; }
+source tools/cuda_headers.sh
 OPT="-O3" EMU_OPT="-O2" DEFAULT_DIR=cuda/build/emu_backend
 if [ "${SANITIZE:-0}" = 1 ]; then
   OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" EMU_OPT=$OPT
@@ -37,13 +31,9 @@ B=$(cd "${BUILD_DIR:-$DEFAULT_DIR}" && pwd)
 exec 9>"$B/.lock"
 flock 9
 make -s -C cuda -j"${JOBS:-$(nproc)}" -f - B="$B" CUDA_INC="$CUDA_INC" OPT="$OPT" EMU_OPT="$EMU_OPT" <<'MAKEFILE'
-CXX ?= g++
-CPP_SRCS := $(filter-out src/gpu_stub.cpp,$(sort $(wildcard src/*.cpp src/cpu/*.cpp src/quant/*.cpp)))
+include flags.mk
 EMU_SRCS := $(filter-out src/gpu/cublas_loader.cu,$(sort $(wildcard src/gpu/*.cu))) tests/gpu/cublas_emu.cpp
-SIMD := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && \
-          grep -qw f16c /proc/cpuinfo && echo 'int main(){return 0;}' | \
-          $(CXX) -x c++ -mavx2 -mfma -mf16c -o /dev/null - 2>/dev/null && echo -mavx2 -mfma -mf16c)
-CXXFLAGS := -std=c++17 -Wall -Wextra -fPIC -pthread -MMD -MP $(OPT) $(SIMD)
+CXXFLAGS := $(COMMON) $(OPT) $(SIMD)
 EMUFLAGS := -std=c++17 -fPIC -pthread -MMD -MP $(EMU_OPT) -DNSN_EMU -Wno-unknown-pragmas \
             -include tests/gpu/cuda_emu.h -I$(CUDA_INC) -x c++
 OBJ := $(patsubst %.cpp,$(B)/obj/%.o,$(CPP_SRCS))

@@ -10,13 +10,7 @@
 #   tools/emu_kernel_tests.sh [--small]      (--small: the quick subset, ~20 s; full: minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CUDA_INC=${CUDA_INC:-}
-if [ -z "$CUDA_INC" ]; then
-  for d in /usr/local/cuda/include /usr/include; do
-    if [ -f "$d/cuda_fp16.h" ]; then CUDA_INC=$d; break; fi
-  done
-fi
-[ -n "$CUDA_INC" ] || { echo "no CUDA headers found (set CUDA_INC)"; exit 2; }
+source tools/cuda_headers.sh
 B=${BUILD_DIR:-cuda/build/emu_kernels}
 mkdir -p "$B"
 EMU="-std=c++17 -O2 -DNSN_EMU -Wno-unknown-pragmas -include cuda/tests/gpu/cuda_emu.h -I$CUDA_INC -x c++"
