@@ -117,7 +117,8 @@ const MAX_HEAD_BYTES = 64 << 10;
 
 /**
  * Connections the open-file limit leaves room for: each takes three descriptors (the client's
- * socket and both ends of the unix socket to Deno.serve), plus some for the model and engine.
+ * socket and both ends of the unix socket to Deno.serve), plus 128 for the model, the engine
+ * and the 503s being written beyond the cap (at most MAX_REFUSING at once, net/front_door.ts).
  * More than that would let Deno.serve's own accept() fail, which ends it. Default: that, at
  * most 1024; a larger --max-connections is lowered to it.
  */

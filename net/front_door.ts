@@ -18,6 +18,9 @@ import { type Refusal, RequestFramer } from "./request_framer.ts";
 
 export const CONN_HEADER = "x-nsn-conn";
 
+/** Refusals (503 beyond maxConnections) written at once; main.ts leaves room for them. */
+export const MAX_REFUSING = 16;
+
 export interface FrontDoorOptions {
   hostname: string;
   port: number;
@@ -96,6 +99,7 @@ export class FrontDoor {
   #nextId = 0;
   #closing = false;
   #lastWarn = 0;
+  #refusing = 0; // 503s being written to connections beyond maxConnections
   readonly #accepting: Promise<void>;
 
   constructor(opts: FrontDoorOptions) {
@@ -153,8 +157,14 @@ export class FrontDoor {
       if (this.#open.size >= this.#opts.maxConnections) {
         this.#warn(`${this.#open.size} connections open (--max-connections): refusing more`);
         const msg = "The server has too many open connections; retry shortly.";
-        writeAll(conn, errorResponse(503, msg, "too_many_connections"), 1000)
-          .finally(() => closeQuietly(conn));
+        const refusal = writeAll(conn, errorResponse(503, msg, "too_many_connections"), 1000)
+          .finally(() => {
+            closeQuietly(conn);
+            this.#refusing--;
+          });
+        // Each refusal holds a descriptor until written. A flood accepted in one burst would
+        // otherwise hold hundreds at once, past the room left for Deno.serve's own accept().
+        if (++this.#refusing >= MAX_REFUSING) await refusal;
         continue;
       }
       const id = ++this.#nextId;
