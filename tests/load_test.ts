@@ -138,9 +138,8 @@ Deno.test("load: 200 streaming clients, mixed kv_bits, disconnects, 3 rounds", a
   const rss0 = srv.rssKib() / 1024;
   const rounds: RoundStats[] = [];
   // Round 0 warms up (JIT, V8's heap sizing, first touch of KV pages); rounds 1..3 are measured.
-  for (let i = 0; i <= ROUNDS; i++) {
+  const run = async (i: number) => {
     const st = await round(srv, i + 1);
-    if (i > 0) rounds.push(st);
     console.log(
       `round ${i}${
         i === 0 ? " (warm-up)" : ""
@@ -152,6 +151,11 @@ Deno.test("load: 200 streaming clients, mixed kv_bits, disconnects, 3 rounds", a
     assert.deepStrictEqual(st.failures.slice(0, 20), [], `round ${i + 1} failures`);
     // Every client finishes at least its first request, unless it chose to disconnect (20%).
     assert(st.completed >= CLIENTS / 2, `round ${i}: only ${st.completed} streams completed`);
+    return st;
+  };
+  for (let i = 0; i <= ROUNDS; i++) {
+    const st = await run(i);
+    if (i > 0) rounds.push(st);
   }
   // After the warm-up the working set is in place: KV pages touched, V8's heap grown for 200
   // streams, the tokenizer's caches. The measured rounds repeat the same work, so what they add
@@ -160,12 +164,23 @@ Deno.test("load: 200 streaming clients, mixed kv_bits, disconnects, 3 rounds", a
   // constant). 32 MiB over the two rounds between the first and the last sample still catches
   // a leak of ~8 KiB per request at that rate (a CompletionRun with its chunks, a sequence's
   // buffers), and of any KV page (384 KiB at fp16 here) after a hundred requests.
-  const growth = rounds[ROUNDS - 1].rssMib - rounds[0].rssMib;
   const bound = 32;
+  const mib = () => rounds.map((r) => r.rssMib.toFixed(1)).join(", ");
+  const growth = rounds[ROUNDS - 1].rssMib - rounds[0].rssMib;
   console.log(
-    `RSS after rounds 1..${ROUNDS}: ${rounds.map((r) => r.rssMib.toFixed(1)).join(", ")} MiB; ` +
-      `growth ${growth.toFixed(1)} MiB (bound ${bound})`,
+    `RSS after rounds 1..${ROUNDS}: ${mib()} MiB; growth ${growth.toFixed(1)} (< ${bound})`,
   );
-  assert(growth < bound, `server RSS grew ${growth.toFixed(1)} MiB across rounds`);
+  if (growth >= bound) {
+    // On an overloaded machine GC timing once put one sample 33 MiB above the first. A leak
+    // keeps growing (~18 MiB a round at 8 KiB per request); noise does not: two more rounds
+    // must stay within 16 MiB of the highest sample so far.
+    const high = Math.max(...rounds.map((r) => r.rssMib));
+    for (let i = ROUNDS + 1; i <= ROUNDS + 2; i++) rounds.push(await run(i));
+    const last = rounds[rounds.length - 1].rssMib;
+    console.log(
+      `two more rounds: ${mib()} MiB; last ${last.toFixed(1)} vs highest ${high.toFixed(1)}`,
+    );
+    assert(last < high + 16, `server RSS keeps growing: ${mib()} MiB`);
+  }
   assert.doesNotMatch(srv.stderr(), /unhandled error|panicked|Uncaught/, "server stderr");
 });
