@@ -12,8 +12,15 @@ function repeat(chars: number): string {
   return TEXT.repeat(Math.ceil(chars / TEXT.length)).slice(0, chars);
 }
 
-/** The slowest /health answer while `work` runs (sampled back to back). */
-async function worstHealthMs(url: string, work: Promise<unknown>): Promise<number> {
+/**
+ * Samples /health back to back while `work` runs and asserts none was stalled by it. Tokenizing
+ * on the event loop held every /health for the whole tokenization (the worst sample was the
+ * work's whole duration, seconds); off the loop the worst is a few scheduling slices. On an
+ * idle machine that is under 300 ms; where other processes share the cores it grows with them,
+ * and so does the work: then no sample may exceed a third of the work's duration.
+ */
+async function assertHealthUnstalled(url: string, work: Promise<unknown>, what: string) {
+  const start = performance.now();
   let done = false;
   work.finally(() => done = true).catch(() => {});
   let worst = 0;
@@ -25,8 +32,16 @@ async function worstHealthMs(url: string, work: Promise<unknown>): Promise<numbe
     worst = Math.max(worst, performance.now() - t0);
     samples++;
   }
+  await work;
+  const took = performance.now() - start;
   assert(samples >= 3, `only ${samples} /health samples: the work ended too soon to measure`);
-  return worst;
+  console.log(
+    `worst /health latency ${what}: ${worst.toFixed(0)} ms (the work: ${took.toFixed(0)} ms)`,
+  );
+  assert(
+    worst < 300 || worst < took / 3,
+    `/health took ${worst.toFixed(0)} of ${took.toFixed(0)} ms`,
+  );
 }
 
 Deno.test("/health answers promptly while a 1M-character /tokenize runs", async () => {
@@ -35,10 +50,7 @@ Deno.test("/health answers promptly while a 1M-character /tokenize runs", async 
     assert.equal(r.status, 200);
     assert((await r.json()).count > 100_000);
   });
-  const worst = await worstHealthMs(srv.url, work);
-  await work;
-  console.log(`worst /health latency during a 1M-character /tokenize: ${worst.toFixed(0)} ms`);
-  assert(worst < 300, `/health took ${worst.toFixed(0)} ms`);
+  await assertHealthUnstalled(srv.url, work, "during a 1M-character /tokenize");
 });
 
 Deno.test("/health answers promptly while a completion with many prompts tokenizes", async () => {
@@ -46,10 +58,7 @@ Deno.test("/health answers promptly while a completion with many prompts tokeniz
   const prompts = Array.from({ length: 200 }, (_, i) => `${i} ${repeat(3_000)}`);
   const work = post(srv.url, "/v1/completions", { prompt: prompts, max_tokens: 0 })
     .then(async (r) => assert.equal(r.status, 200, await r.text()));
-  const worst = await worstHealthMs(srv.url, work);
-  await work;
-  console.log(`worst /health latency while 200 x 3 KB prompts tokenize: ${worst.toFixed(0)} ms`);
-  assert(worst < 300, `/health took ${worst.toFixed(0)} ms`);
+  await assertHealthUnstalled(srv.url, work, "while 200 x 3 KB prompts tokenize");
 });
 
 Deno.test("prompts beyond the size limits are a 400 naming prompt", async () => {
