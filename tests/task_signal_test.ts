@@ -83,6 +83,6 @@ Deno.test("a second signal a while after the first still forces exit 1", async (
   const t0 = performance.now();
   const status = await srv.status;
   assert.equal(status.code, 1);
-  assert(performance.now() - t0 < 1000, "the forced exit waited");
+  assert(performance.now() - t0 < 3000, "the forced exit waited"); // the drain: 10 s or more
   await res;
 });
