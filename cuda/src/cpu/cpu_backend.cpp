@@ -130,6 +130,12 @@ nsn_status CpuBackend::alloc_arena(uint64_t bytes) {
     return set_error(NSN_E_OOM, "cpu: cannot allocate a KV arena of %llu bytes",
                      (unsigned long long)bytes);
   }
+  // Touched now, as a GPU's KV memory is reserved at start: the pool is resident from the
+  // first request (RSS then says what the server holds, and flat RSS means no leak), a host
+  // that cannot back it fails here rather than mid-serve, and no step pays page faults. With
+  // prefix caching the pool hands out untouched pages before evicting cached ones, so lazily
+  // backed memory grew by a few MiB a round until the whole pool had been used.
+  memset(p, 0, bytes);
   free(arena_);
   arena_ = (uint8_t*)p;
   arena_bytes_ = bytes;
