@@ -13,7 +13,7 @@ import type { KvBits } from "../engine/types.ts";
 import { ApiError, toErrorResponse } from "./errors.ts";
 import { requestId } from "./protocol.ts";
 import type { AppState, ReadyModel } from "./state.ts";
-import { readJson } from "./tokenize.ts";
+import { readJson } from "./json_body.ts";
 import { parseKvBits, type ValidationContext } from "./validate.ts";
 
 const PING_MS = 15_000;

@@ -1,23 +1,11 @@
 // /tokenize, /detokenize and /tokenizer_info in vLLM's shapes, which lm-evaluation-harness
 // detects to use the server as a remote tokenizer.
 
-import { type Context, Hono } from "hono";
+import { Hono } from "hono";
 import { encodePrompt } from "../engine/model.ts";
 import { badRequest } from "./errors.ts";
+import { readJson } from "./json_body.ts";
 import type { AppState } from "./state.ts";
-
-export async function readJson(c: Context): Promise<Record<string, unknown>> {
-  let body: unknown;
-  try {
-    body = await c.req.json();
-  } catch {
-    throw badRequest(null, "The request body is not valid JSON.");
-  }
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw badRequest(null, "The request body must be a JSON object.");
-  }
-  return body as Record<string, unknown>;
-}
 
 /** Characters one /tokenize prompt may have (~1 s of tokenizer work). */
 export const MAX_TOKENIZE_CHARS = 2 << 20;

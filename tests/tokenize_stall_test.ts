@@ -3,6 +3,7 @@
 // a /tokenize prompt or a request's prompts beyond them is a clear 400, before any work.
 
 import assert from "node:assert/strict";
+import { assertHealthUnstalled } from "./helpers/health_stall.ts";
 import { assertErrorShape, postJson as post, spawnServer } from "./helpers/server.ts";
 
 // Words the demo tokenizer merges poorly: slow per character, as real text is.
@@ -10,38 +11,6 @@ const TEXT = "Zebra quixotic, jumps; 42 über naïve fjord! ";
 
 function repeat(chars: number): string {
   return TEXT.repeat(Math.ceil(chars / TEXT.length)).slice(0, chars);
-}
-
-/**
- * Samples /health back to back while `work` runs and asserts none was stalled by it. Tokenizing
- * on the event loop held every /health for the whole tokenization (the worst sample was the
- * work's whole duration, seconds); off the loop the worst is a few scheduling slices. On an
- * idle machine that is under 300 ms; where other processes share the cores it grows with them,
- * and so does the work: then no sample may exceed a third of the work's duration.
- */
-async function assertHealthUnstalled(url: string, work: Promise<unknown>, what: string) {
-  const start = performance.now();
-  let done = false;
-  work.finally(() => done = true).catch(() => {});
-  let worst = 0;
-  let samples = 0;
-  while (!done) {
-    const t0 = performance.now();
-    const r = await fetch(`${url}/health`);
-    await r.body?.cancel();
-    worst = Math.max(worst, performance.now() - t0);
-    samples++;
-  }
-  await work;
-  const took = performance.now() - start;
-  assert(samples >= 3, `only ${samples} /health samples: the work ended too soon to measure`);
-  console.log(
-    `worst /health latency ${what}: ${worst.toFixed(0)} ms (the work: ${took.toFixed(0)} ms)`,
-  );
-  assert(
-    worst < 300 || worst < took / 3,
-    `/health took ${worst.toFixed(0)} of ${took.toFixed(0)} ms`,
-  );
 }
 
 Deno.test("/health answers promptly while a 1M-character /tokenize runs", async () => {
