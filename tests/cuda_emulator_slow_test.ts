@@ -10,11 +10,9 @@
 // (all of tests/gpu/ but the 8B speed test). Skipped when no CUDA headers are installed (the emulator needs cuda_fp16.h).
 
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { cudaHeaders } from "./helpers/cuda_headers.ts";
 
-const headers = ["/usr/local/cuda/include", "/usr/include"].find((d) =>
-  existsSync(`${d}/cuda_fp16.h`)
-);
+const headers = cudaHeaders();
 
 // test file -> the tests of it that run here (a --filter regex; "" = all of them).
 const SUBSET: [string, string][] = [

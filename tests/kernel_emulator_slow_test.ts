@@ -6,11 +6,9 @@
 // when no CUDA headers are installed (the emulator needs cuda_fp16.h for the fp16 types).
 
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { cudaHeaders } from "./helpers/cuda_headers.ts";
 
-const headers = ["/usr/local/cuda/include", "/usr/include"].find((d) =>
-  existsSync(`${d}/cuda_fp16.h`)
-);
+const headers = cudaHeaders();
 
 Deno.test({
   name: "CUDA kernels under the CPU emulator (tools/emu_kernel_tests.sh --small)",
